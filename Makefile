@@ -1,0 +1,125 @@
+# vmmigrate - live migration and replication for KVM guests.
+#
+#   make            all binaries (build/)
+#   make check      install missing Debian packages, build, unit tests under
+#                   ASan/UBSan, CLI checks under valgrind, integration tests
+#   make demo       3-node test cluster + a live migration with progress
+#   make bench      benchmarks (tests/bench/), figures as ratios to baselines
+#   make fuzz       libFuzzer targets for a bounded time each (clang)
+#   make install    PREFIX=/usr/local DESTDIR=
+#   make clean
+
+PREFIX  ?= /usr/local
+DESTDIR ?=
+B       := build
+CC      ?= gcc
+PKGS    := json-c
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+PROBE_DIR  := $(PREFIX)/lib/vmmigrate/probe
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral -Wno-missing-field-initializers
+CFLAGS  ?= -O2 -g
+CFLAGS  += $(WARN) -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) \
+           -DVMM_PROBE_DIR_DEFAULT='"$(PROBE_DIR)"'
+LDLIBS  := $(PKG_LIBS) -lpthread
+
+SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+# The engine library: every folder but cli/ and tests/.
+LIB_SRC := $(wildcard common/*.c transport/*.c migrate/*.c cluster/*.c replicate/*.c)
+CLI_COMMON := cli/cli_opt.c cli/progress.c
+VMGUEST_SRC := cli/vmguest.c cli/guest_common.c $(wildcard cli/guest_[a-z]*.c)
+VMGUEST_SRC := $(sort $(VMGUEST_SRC))
+BINS    := $(B)/vmguest
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
+UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/asan/%,$(UNIT_SRC))
+
+obj  = $(patsubst %.c,$(B)/obj/%.o,$(1))
+aobj = $(patsubst %.c,$(B)/asan/obj/%.o,$(1))
+
+# Keep objects make would see as intermediate.
+.SECONDARY:
+
+.PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest
+
+all: $(BINS)
+
+$(B)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(B)/asan/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC asan $<"; $(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+
+$(B)/libvmm.a: $(call obj,$(LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/asan/libvmm.a: $(call aobj,$(LIB_SRC))
+	@rm -f $@
+	ar rcs $@ $^
+
+$(B)/vmguest: $(call obj,$(VMGUEST_SRC) $(CLI_COMMON)) $(B)/libvmm.a
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Unit tests link the ASan/UBSan build of the library and of the CLI parser.
+$(B)/asan/test_%: $(call aobj,tests/unit/test_%.c) $(call aobj,$(UNIT_HELPERS) $(CLI_COMMON)) $(B)/asan/libvmm.a
+	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
+
+deps:
+	@scripts/deps.sh
+
+guest: deps
+	@scripts/build-guest.sh $(B)/guest
+
+unit: $(UNIT_BIN)
+	@scripts/run-unit.sh $(UNIT_BIN)
+
+cli-check: all
+	@tests/cli/run.sh $(B)
+
+integration: all guest
+	@tests/integration/run.sh $(B)
+
+# Order matters: cheap checks first so a broken build fails in seconds.
+check: deps
+	@$(MAKE) --no-print-directory all unit
+	@$(MAKE) --no-print-directory cli-check
+	@$(MAKE) --no-print-directory integration
+
+demo: deps
+	@$(MAKE) --no-print-directory all guest
+	@scripts/demo.sh $(B)
+
+bench: deps
+	@$(MAKE) --no-print-directory all guest
+	@tests/bench/run.sh $(B)
+
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,$(B)/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 30
+$(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
+		-o $@ $< $(LIB_SRC) $(LDLIBS)
+
+fuzz: deps $(FUZZ_BIN)
+	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/vmmigrate
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/vmmigrate/
+	@if [ -f $(B)/guest/vmlinux ]; then \
+		install -d $(DESTDIR)$(PROBE_DIR) && \
+		install -m 0644 $(B)/guest/vmlinux $(B)/guest/initramfs.cpio.gz $(DESTDIR)$(PROBE_DIR)/; \
+	fi
+
+clean:
+	rm -rf $(B)
+
+-include $(shell find $(B) -name '*.d' 2>/dev/null)

@@ -1,0 +1,69 @@
+/* progress.c - see progress.h. */
+#include "progress.h"
+#include "../common/util.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <time.h>
+#include <unistd.h>
+
+void cli_progress_init(struct cli_progress *p, enum cli_out out)
+{
+	p->out = out;
+	p->tty = out == CLI_OUT_TEXT && isatty(STDOUT_FILENO);
+	p->last_plain_ms = 0;
+	p->line_open = false;
+}
+
+void cli_progress_break(struct cli_progress *p)
+{
+	if (p->line_open) {
+		fputc('\n', stdout);
+		p->line_open = false;
+	}
+	fflush(stdout);
+}
+
+void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
+		      uint64_t remaining, uint64_t rate_bps, uint64_t dirty_bps,
+		      uint64_t passes, int64_t elapsed_ms)
+{
+	char done_s[32], total_s[32], rate_s[32], dirty_s[32], eta[32], stamp[16];
+	uint64_t done = total > remaining ? total - remaining : 0;
+	unsigned pct = total ? (unsigned)(done * 100 / total) : 0;
+	time_t now;
+
+	if (p->out == CLI_OUT_JSON) {
+		printf("{\"event\":\"progress\",\"phase\":\"%s\",\"total\":%" PRIu64
+		       ",\"remaining\":%" PRIu64 ",\"rate_bps\":%" PRIu64
+		       ",\"dirty_rate_bps\":%" PRIu64 ",\"passes\":%" PRIu64
+		       ",\"elapsed_ms\":%" PRId64 "}\n",
+		       phase, total, remaining, rate_bps, dirty_bps, passes, elapsed_ms);
+		fflush(stdout);
+		return;
+	}
+	util_fmt_bytes(done, done_s, sizeof(done_s));
+	util_fmt_bytes(total, total_s, sizeof(total_s));
+	util_fmt_bytes(rate_bps, rate_s, sizeof(rate_s));
+	util_fmt_bytes(dirty_bps, dirty_s, sizeof(dirty_s));
+	if (rate_bps && remaining)
+		snprintf(eta, sizeof(eta), "%.1fs", (double)remaining / (double)rate_bps);
+	else
+		snprintf(eta, sizeof(eta), "-");
+	if (p->tty) {
+		printf("\r\033[K%-10s %3u%%  %s / %s  %s/s  dirty %s/s  pass %" PRIu64
+		       "  ETA %s", phase, pct, done_s, total_s, rate_s, dirty_s, passes, eta);
+		p->line_open = true;
+		fflush(stdout);
+		return;
+	}
+	/* Plain output (logs, pipes): at most one line a second. */
+	if (util_now_ms() - p->last_plain_ms < 1000 && p->last_plain_ms)
+		return;
+	p->last_plain_ms = util_now_ms();
+	now = time(NULL);
+	strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
+	printf("%s %s %u%% %s/%s rate %s/s dirty %s/s pass %" PRIu64 " ETA %s\n", stamp,
+	       phase, pct, done_s, total_s, rate_s, dirty_s, passes, eta);
+	fflush(stdout);
+}

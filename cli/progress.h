@@ -1,0 +1,31 @@
+/*
+ * progress.h - how a long operation shows its progress: a line that
+ * redraws on a terminal, timestamped plain lines otherwise, one JSON object
+ * per line with --output json. Writes to stdout; errors still go to stderr.
+ */
+#ifndef VMM_CLI_PROGRESS_H
+#define VMM_CLI_PROGRESS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum cli_out { CLI_OUT_TEXT, CLI_OUT_JSON };
+
+struct cli_progress {
+	enum cli_out out;
+	bool tty;
+	int64_t last_plain_ms;
+	bool line_open;     /* a redrawn line is on screen */
+};
+
+void cli_progress_init(struct cli_progress *p, enum cli_out out);
+
+/* One RAM progress sample. `phase` is the state machine's state name. */
+void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
+		      uint64_t remaining, uint64_t rate_bps, uint64_t dirty_bps,
+		      uint64_t passes, int64_t elapsed_ms);
+
+/* Ends a redrawn line before other output. */
+void cli_progress_break(struct cli_progress *p);
+
+#endif

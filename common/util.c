@@ -1,0 +1,237 @@
+/* util.c - see util.h. */
+#include "util.h"
+#include "cleanup.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int64_t util_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Strictly digits: strtoull alone accepts " -1" and "1x" forms we refuse. */
+static bool parse_digits(const char *s, const char **end, uint64_t *out)
+{
+	uint64_t v = 0;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return false;
+	for (; isdigit((unsigned char)*p); p++) {
+		unsigned d = (unsigned)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return false;
+		v = v * 10 + d;
+	}
+	*end = p;
+	*out = v;
+	return true;
+}
+
+bool util_parse_u64(const char *s, uint64_t min, uint64_t max,
+		    const char *what, uint64_t *out, struct err **errp)
+{
+	const char *end;
+	uint64_t v;
+
+	if (!s || !parse_digits(s, &end, &v) || *end)
+		return err_set(errp, ERR_INVAL, "invalid %s '%s': not a number",
+			       what, s ? s : "");
+	if (v < min || v > max)
+		return err_set(errp, ERR_INVAL,
+			       "invalid %s '%s': must be between %" PRIu64
+			       " and %" PRIu64, what, s, min, max);
+	*out = v;
+	return true;
+}
+
+bool util_parse_size(const char *s, uint64_t unit, uint64_t min, uint64_t max,
+		     const char *what, uint64_t *out, struct err **errp)
+{
+	const char *end;
+	uint64_t v, mul = unit;
+	char buf_min[32], buf_max[32];
+
+	if (!s || !parse_digits(s, &end, &v))
+		return err_set(errp, ERR_INVAL, "invalid %s '%s': not a size",
+			       what, s ? s : "");
+	if (*end) {
+		switch (toupper((unsigned char)*end)) {
+		case 'B': mul = 1; break;
+		case 'K': mul = 1ULL << 10; break;
+		case 'M': mul = 1ULL << 20; break;
+		case 'G': mul = 1ULL << 30; break;
+		case 'T': mul = 1ULL << 40; break;
+		default:
+			return err_set(errp, ERR_INVAL,
+				       "invalid %s '%s': unknown unit", what, s);
+		}
+		end++;
+		if (mul > 1 && (!strcasecmp(end, "iB") || !strcasecmp(end, "B")))
+			end += strlen(end);
+		if (*end)
+			return err_set(errp, ERR_INVAL,
+				       "invalid %s '%s': unknown unit", what, s);
+	}
+	if (v && mul > UINT64_MAX / v)
+		return err_set(errp, ERR_INVAL, "invalid %s '%s': too large",
+			       what, s);
+	v *= mul;
+	if (v < min || v > max)
+		return err_set(errp, ERR_INVAL,
+			       "invalid %s '%s': must be between %s and %s", what, s,
+			       util_fmt_bytes(min, buf_min, sizeof(buf_min)),
+			       util_fmt_bytes(max, buf_max, sizeof(buf_max)));
+	*out = v;
+	return true;
+}
+
+const char *util_fmt_bytes(uint64_t bytes, char *buf, size_t len)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+	double v = (double)bytes;
+	size_t u = 0;
+
+	while (v >= 1024.0 && u + 1 < ARRAY_SIZE(units)) {
+		v /= 1024.0;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, len, "%" PRIu64 " B", bytes);
+	else
+		snprintf(buf, len, "%.*f %s", v < 10 ? 2 : 1, v, units[u]);
+	return buf;
+}
+
+bool util_write_all(int fd, const void *buf, size_t len, struct err **errp)
+{
+	const char *p = buf;
+
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return err_set_errno(errp, errno, "write");
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return true;
+}
+
+char *util_read_file(const char *path, size_t max, struct err **errp)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_free_ char *buf = NULL;
+	size_t len = 0;
+
+	if (fd < 0) {
+		err_set_errno(errp, errno, "cannot open '%s'", path);
+		return NULL;
+	}
+	buf = malloc(max + 1);
+	if (!buf) {
+		err_set(errp, ERR_IO, "out of memory reading '%s'", path);
+		return NULL;
+	}
+	while (len < max) {
+		ssize_t n = read(fd, buf + len, max - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			err_set_errno(errp, errno, "cannot read '%s'", path);
+			return NULL;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return TAKE_PTR(buf);
+}
+
+bool util_write_file(const char *path, const char *data, int mode,
+		     struct err **errp)
+{
+	_cleanup_free_ char *tmp = NULL;
+	int fd;
+
+	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+		return err_set(errp, ERR_IO, "out of memory");
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (fd < 0)
+		return err_set_errno(errp, errno, "cannot create '%s'", tmp);
+	if (!util_write_all(fd, data, strlen(data), errp) || fsync(fd) < 0) {
+		err_set_errno(errp, errno, "cannot write '%s'", tmp);
+		close(fd);
+		unlink(tmp);
+		return false;
+	}
+	close(fd);
+	if (rename(tmp, path) < 0) {
+		err_set_errno(errp, errno, "cannot rename '%s' to '%s'", tmp, path);
+		unlink(tmp);
+		return false;
+	}
+	return true;
+}
+
+bool util_pid_alive(pid_t pid)
+{
+	char path[64], buf[512];
+	_cleanup_close_ int fd = -1;
+	ssize_t n;
+	char *p;
+
+	if (pid <= 0)
+		return false;
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return false;
+	n = read(fd, buf, sizeof(buf) - 1);
+	if (n <= 0)
+		return false;
+	buf[n] = '\0';
+	/* "pid (comm) S ...": comm may hold spaces and parens, so take the last ')'. */
+	p = strrchr(buf, ')');
+	if (!p || p[1] != ' ')
+		return false;
+	return p[2] != 'Z' && p[2] != 'X';
+}
+
+bool util_mkdir_p(const char *path, int mode, struct err **errp)
+{
+	_cleanup_free_ char *copy = strdup(path);
+	char *p;
+
+	if (!copy)
+		return err_set(errp, ERR_IO, "out of memory");
+	for (p = copy + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(copy, 0755) < 0 && errno != EEXIST)
+			return err_set_errno(errp, errno, "cannot create directory '%s'", copy);
+		*p = '/';
+	}
+	if (mkdir(copy, (mode_t)mode) < 0 && errno != EEXIST)
+		return err_set_errno(errp, errno, "cannot create directory '%s'", copy);
+	return true;
+}

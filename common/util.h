@@ -1,0 +1,52 @@
+/*
+ * util.h - small helpers shared by every part: parsing of user-supplied
+ * numbers and sizes (with errors that name the bad value), clocks, and
+ * I/O loops that survive EINTR and short transfers.
+ */
+#ifndef VMM_UTIL_H
+#define VMM_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "err.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Milliseconds on CLOCK_MONOTONIC. */
+int64_t util_now_ms(void);
+
+/* Parses a decimal unsigned integer in [min, max]; `what` names the value
+ * in the error: "invalid cpus 'x': not a number". */
+bool util_parse_u64(const char *s, uint64_t min, uint64_t max,
+		    const char *what, uint64_t *out, struct err **errp);
+
+/* Parses a size: digits with an optional suffix K, M, G, T (binary, powers
+ * of 1024, case-insensitive, optional trailing "iB"/"B"); a bare number is
+ * in `unit` bytes (e.g. 1 << 20 to read "512" as MiB). */
+bool util_parse_size(const char *s, uint64_t unit, uint64_t min, uint64_t max,
+		     const char *what, uint64_t *out, struct err **errp);
+
+/* Formats bytes with a binary unit ("1.5 GiB") into buf. */
+const char *util_fmt_bytes(uint64_t bytes, char *buf, size_t len);
+
+/* Writes all of buf, retrying on EINTR and short writes. */
+bool util_write_all(int fd, const void *buf, size_t len, struct err **errp);
+
+/* Reads a whole small file (at most max bytes) into a NUL-terminated
+ * string owned by the caller. */
+char *util_read_file(const char *path, size_t max, struct err **errp);
+
+/* Writes a file atomically (temp file + rename) with the given mode. */
+bool util_write_file(const char *path, const char *data, int mode,
+		     struct err **errp);
+
+/* True if the process exists and is not a zombie. */
+bool util_pid_alive(pid_t pid);
+
+/* Creates a directory and its parents (mode 0755 / given). */
+bool util_mkdir_p(const char *path, int mode, struct err **errp);
+
+#endif

@@ -1,0 +1,124 @@
+/* test_util.c - error rules (first error wins) and the parsers of user
+ * input (numbers and sizes) with errors that name the bad value. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "common/util.h"
+
+static void test_first_error_wins(void **state)
+{
+	struct err *e = NULL, *other = NULL;
+
+	(void)state;
+	assert_false(err_set(&e, ERR_TIMEOUT, "target QEMU exited (status %d)", 1));
+	err_set(&e, ERR_IO, "cleanup failed");
+	assert_int_equal(e->code, ERR_TIMEOUT);
+	assert_string_equal(e->msg, "target QEMU exited (status 1)");
+	err_prefix(e, "migration aborted");
+	assert_string_equal(e->msg, "migration aborted: target QEMU exited (status 1)");
+	err_set(&other, ERR_IO, "late");
+	err_propagate(&e, &other); /* e already set: other is dropped */
+	assert_null(other);
+	assert_string_equal(e->msg, "migration aborted: target QEMU exited (status 1)");
+	err_free(e);
+	err_set(NULL, ERR_IO, "discarded"); /* NULL errp is allowed */
+	e = NULL;
+	err_set_errno(&e, ENOENT, "open '%s'", "/x");
+	assert_int_equal(e->errnum, ENOENT);
+	assert_string_equal(e->msg, "open '/x': No such file or directory");
+	err_free(e);
+	e = NULL;
+	err_set_qmp(&e, "GenericError", "boom", "QEMU refused '%s'", "migrate");
+	assert_string_equal(e->qmp_class, "GenericError");
+	assert_string_equal(e->msg, "QEMU refused 'migrate': boom");
+	assert_string_equal(err_code_name(e->code), "qmp");
+	err_free(e);
+}
+
+static void test_parse_u64(void **state)
+{
+	struct err *e = NULL;
+	uint64_t v = 0;
+
+	(void)state;
+	assert_true(util_parse_u64("42", 1, 100, "cpus", &v, &e));
+	assert_int_equal(v, 42);
+	assert_false(util_parse_u64("0", 1, 100, "cpus", &v, &e));
+	assert_string_equal(e->msg, "invalid cpus '0': must be between 1 and 100");
+	err_free(e);
+	e = NULL;
+	static const char *const bad[] = { "", "-1", " 1", "1 ", "1x", "0x10",
+					   "99999999999999999999999" };
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_false(util_parse_u64(bad[i], 0, UINT64_MAX, "n", &v, &e));
+		assert_non_null(strstr(e->msg, bad[i]));
+		err_free(e);
+		e = NULL;
+	}
+	assert_int_equal(v, 42); /* outputs are written only on success */
+}
+
+static void test_parse_size(void **state)
+{
+	static const struct { const char *s; uint64_t unit, want; } ok[] = {
+		{ "512", 1ULL << 20, 512ULL << 20 },
+		{ "1048568K", 1, 1048568ULL << 10 },
+		{ "1G", 1, 1ULL << 30 },
+		{ "2GiB", 1, 2ULL << 30 },
+		{ "3m", 1, 3ULL << 20 },
+		{ "4096b", 1ULL << 20, 4096 },
+		{ "1T", 1, 1ULL << 40 },
+	};
+	struct err *e = NULL;
+	uint64_t v;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		assert_true(util_parse_size(ok[i].s, ok[i].unit, 0, UINT64_MAX, "size", &v, &e));
+		assert_int_equal(v, ok[i].want);
+	}
+	assert_false(util_parse_size("12x", 1, 0, UINT64_MAX, "memory size", &v, &e));
+	assert_string_equal(e->msg, "invalid memory size '12x': unknown unit");
+	err_free(e);
+	e = NULL;
+	assert_false(util_parse_size("1KiBs", 1, 0, UINT64_MAX, "memory size", &v, &e));
+	err_free(e);
+	e = NULL;
+	assert_false(util_parse_size("8", 1ULL << 20, 16ULL << 20, 1ULL << 40, "memory size",
+				     &v, &e));
+	assert_string_equal(e->msg,
+			    "invalid memory size '8': must be between 16.0 MiB and 1.00 TiB");
+	err_free(e);
+	e = NULL;
+	assert_false(util_parse_size("99999999999T", 1, 0, UINT64_MAX, "size", &v, &e));
+	assert_non_null(strstr(e->msg, "too large"));
+	err_free(e);
+}
+
+static void test_fmt_bytes(void **state)
+{
+	char b[32];
+
+	(void)state;
+	assert_string_equal(util_fmt_bytes(0, b, sizeof(b)), "0 B");
+	assert_string_equal(util_fmt_bytes(1536, b, sizeof(b)), "1.50 KiB");
+	assert_string_equal(util_fmt_bytes(1ULL << 30, b, sizeof(b)), "1.00 GiB");
+	assert_string_equal(util_fmt_bytes(300ULL << 20, b, sizeof(b)), "300.0 MiB");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_first_error_wins),
+		cmocka_unit_test(test_parse_u64),
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_fmt_bytes),
+	};
+	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
+}
