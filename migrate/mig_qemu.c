@@ -400,6 +400,12 @@ struct mig_qemu *mig_qemu_start(const struct mig_qemu_spec *spec, struct err **e
 	}
 	log_info("guest %s: QEMU pid %d on %s, accel %s", spec->name, (int)pid,
 		 spec->netns ? spec->netns : "this host", mig_accel_name(spec->accel));
+	/* QEMU < 9.0 under TCG can miss dirty pages during migration when RAM
+	 * is a multiple of 256 KiB (fixed by upstream commit 03bfc2188f). */
+	if (spec->accel == MIG_ACCEL_TCG && spec->mem_bytes % (256 << 10) == 0)
+		log_warn("guest %s: TCG with RAM a multiple of 256 KiB: QEMU before 9.0 may "
+			 "lose guest writes when migrating it (use e.g. %lluK)", spec->name,
+			 (unsigned long long)((spec->mem_bytes >> 10) - 8));
 	snprintf(qmp_path, sizeof(qmp_path), "%s/qmp.sock", spec->dir);
 	deadline = util_now_ms() + (spec->start_timeout_ms > 0 ? spec->start_timeout_ms : 10000);
 	for (;;) {

@@ -28,7 +28,8 @@ guest_start() {
     --kernel "$GUEST_DIR/vmlinux" --initrd "$GUEST_DIR/initramfs.cpio.gz" \
     --append "console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA $append" "$@"
 }
-GUEST_APPEND_EXTRA=${GUEST_APPEND_EXTRA:-}
+# Boot-time savers measured in tests/guest/README.md (about 0.5 s under TCG).
+GUEST_APPEND_EXTRA=${GUEST_APPEND_EXTRA:-init_on_alloc=0 cryptomgr.notests rodata=off}
 
 # count_lines FILE REGEX
 count_lines() { grep -cE "$2" "$1" 2>/dev/null || true; }

@@ -27,22 +27,21 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/reboot.h>
-#include <sys/stat.h>
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
-#define PG_BYTES     4096u
-#define PG_WORDS    (PG_BYTES / 8)
-#define BLK_BYTES    4096u
-#define BLK_WORDS   (BLK_BYTES / 8)
-#define CHUNK_PAGES   8             /* pages stamped per lock hold and per throttle step */
-#define VERIFY_BLOCKS 64            /* blocks read per O_DIRECT read when verifying */
-#define BEAT_NS       500000000LL   /* heartbeat period: twice the promised rate */
-#define DETAILS_PER_BEAT 16         /* FAIL detail lines per heartbeat; the total is in every beat */
-#define DISK_WAIT_MS  10000         /* the disk node appears shortly after insmod */
-#define MEM_MAGIC     0x564dULL     /* "VM", top 16 bits of every page stamp */
-#define DISK_MAGIC    0x564d54424c4b3031ULL /* "VMTBLK01", word 0 of every block */
+#define PG_BYTES         4096u
+#define PG_WORDS         (PG_BYTES / 8)
+#define BLK_BYTES        4096u
+#define BLK_WORDS        (BLK_BYTES / 8)
+#define CHUNK_PAGES      8              /* pages stamped per lock hold and per throttle step */
+#define VERIFY_BLOCKS    64             /* blocks per O_DIRECT read when verifying */
+#define BEAT_NS          500000000LL    /* heartbeat period: twice the promised rate */
+#define DETAILS_PER_BEAT 16             /* FAIL detail lines per beat; every beat has the total */
+#define DISK_WAIT_MS     10000          /* the disk node appears shortly after insmod */
+#define MEM_MAGIC        0x564dULL      /* "VM", top 16 bits of every page stamp */
+#define DISK_MAGIC       0x564d54424c4b3031ULL /* "VMTBLK01", word 0 of every block */
 
 #define NS_PER_S 1000000000LL
 #define MIB      (1024ull * 1024)
@@ -96,7 +95,7 @@ struct disk {
 
 enum { TO_CON = 1, TO_CMD = 2, TO_BOTH = 3 };
 
-static int con_fd = -1, cmd_fd = -1;
+static int con_fd = -1, cmd_fd = -1, reply_fd = -1;
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 static atomic_ulong fails;          /* mismatches and errors since boot */
 static atomic_ulong beat;           /* last heartbeat number printed */
@@ -128,7 +127,7 @@ static void write_all(int fd, const char *p, size_t len)
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
-			return;     /* nowhere left to complain to */
+			return;     /* full (reply_fd) or broken: nowhere left to complain to */
 		p += n;
 		len -= (size_t)n;
 	}
@@ -152,8 +151,8 @@ static void __attribute__((format(printf, 2, 3))) say(int where, const char *fmt
 	pthread_mutex_lock(&out_lock);
 	if ((where & TO_CON) && con_fd >= 0)
 		write_all(con_fd, line, (size_t)len);
-	if ((where & TO_CMD) && cmd_fd >= 0)
-		write_all(cmd_fd, line, (size_t)len);
+	if ((where & TO_CMD) && reply_fd >= 0)
+		write_all(reply_fd, line, (size_t)len);
 	pthread_mutex_unlock(&out_lock);
 }
 
@@ -636,7 +635,9 @@ int main(void)
 	int64_t t0;
 
 	con_fd = open_tty("/dev/ttyS0", O_WRONLY);
-	cmd_fd = open_tty("/dev/ttyS1", O_RDWR);
+	cmd_fd = open_tty("/dev/ttyS1", O_RDONLY);
+	/* A host that stops reading replies must not stall the console and the beat. */
+	reply_fd = open_tty("/dev/ttyS1", O_WRONLY | O_NONBLOCK);
 	config_load(&cfg);
 	if (cfg.mode == MODE_PROBE) {
 		say(TO_CON, "VMTEST READY mode=probe");
