@@ -13,7 +13,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 B       := build
 CC      ?= gcc
-PKGS    := json-c sqlite3
+PKGS    := json-c sqlite3 libcpg libquorum libvotequorum libcmap
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PROBE_DIR  := $(PREFIX)/lib/vmmigrate/probe
@@ -31,7 +31,7 @@ LIB_SRC := $(wildcard common/*.c transport/*.c migrate/*.c cluster/*.c replicate
 CLI_COMMON := cli/cli_opt.c cli/progress.c
 VMGUEST_SRC := cli/vmguest.c cli/guest_common.c $(wildcard cli/guest_[a-z]*.c)
 VMGUEST_SRC := $(sort $(VMGUEST_SRC))
-BINS    := $(B)/vmguest
+BINS    := $(B)/vmguest $(B)/vmmd $(B)/vmstore
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
@@ -64,7 +64,11 @@ $(B)/asan/libvmm.a: $(call aobj,$(LIB_SRC))
 	ar rcs $@ $^
 
 $(B)/vmguest: $(call obj,$(VMGUEST_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# Small tools whose commands share one file.
+$(B)/%: $(call obj,cli/%.c $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link the ASan/UBSan build of the library and of the CLI parser.
 $(B)/asan/test_%: $(call aobj,tests/unit/test_%.c) $(call aobj,$(UNIT_HELPERS) $(CLI_COMMON)) $(B)/asan/libvmm.a

@@ -65,6 +65,11 @@ int cli_main(const char *prog, const char *summary, const struct cli_cmd *const 
  * ERR_NOTFOUND (the user's input was wrong) and 1 otherwise. */
 int cli_report(const struct cli_args *a, struct err *e);
 
+/* Option `name` in whole seconds (1-86400), def_s if absent, as ms;
+ * the error names the value: "invalid --timeout 'soon': not a number". */
+bool cli_seconds(const struct cli_args *a, const char *name, int def_s, int *out_ms,
+		 struct err **errp);
+
 /* Reports bad user input ("prog: message") and returns 2. */
 int cli_fail(const struct cli_args *a, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -1,6 +1,7 @@
 /* cli_opt.c - the option parser and help behind every command. See cli.h. */
 #include "cli.h"
 #include "../common/log.h"
+#include "../common/util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -193,4 +194,18 @@ int cli_fail(const struct cli_args *a, const char *fmt, ...)
 	va_end(ap);
 	fputc('\n', stderr);
 	return 2;
+}
+
+bool cli_seconds(const struct cli_args *a, const char *name, int def_s, int *out_ms,
+		 struct err **errp)
+{
+	const char *s = cli_get(a, name);
+	uint64_t v = (uint64_t)def_s;
+	char what[64];
+
+	snprintf(what, sizeof(what), "--%s", name);
+	if (s && !util_parse_u64(s, 1, 86400, what, &v, errp))
+		return false;
+	*out_ms = (int)v * 1000;
+	return true;
 }

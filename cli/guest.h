@@ -22,8 +22,4 @@ extern const struct cli_cmd cli_guest_verify;
  * with the image in $VMM_PROBE_DIR (default VMM_PROBE_DIR_DEFAULT). */
 bool cli_guest_accel(const char *opt, enum mig_accel *out, struct err **errp);
 
-/* Timeout option in seconds with a default; error names the value. */
-bool cli_seconds(const struct cli_args *a, const char *name, int def_s, int *out_ms,
-		 struct err **errp);
-
 #endif

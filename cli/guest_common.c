@@ -38,17 +38,3 @@ bool cli_guest_accel(const char *opt, enum mig_accel *out, struct err **errp)
 	log_info("accelerator: %s (%s)", mig_accel_name(*out), why);
 	return true;
 }
-
-bool cli_seconds(const struct cli_args *a, const char *name, int def_s, int *out_ms,
-		 struct err **errp)
-{
-	const char *s = cli_get(a, name);
-	uint64_t v = (uint64_t)def_s;
-	char what[64];
-
-	snprintf(what, sizeof(what), "--%s", name);
-	if (s && !util_parse_u64(s, 1, 86400, what, &v, errp))
-		return false;
-	*out_ms = (int)v * 1000;
-	return true;
-}

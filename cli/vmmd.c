@@ -1,0 +1,56 @@
+/*
+ * vmmd.c - the node daemon: keeps this node's copy of the replicated
+ * config store, joins corosync when the node is in a cluster, and serves
+ * the local CLIs on a unix socket. Runs in the foreground (systemd
+ * Type=simple; scripts/vmmd.service).
+ */
+#include "cli.h"
+#include "../cluster/clu.h"
+#include "../common/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cli_opt opts[] = {
+	{ "data-dir", CLI_VALUE, "DIR", "store and cluster files; default $VMM_DATA_DIR or /var/lib/vmmigrate" },
+	{ "socket", CLI_VALUE, "PATH", "unix socket for the CLIs; default $VMM_SOCKET or /run/vmmigrate/vmmd.sock" },
+	{ "node", CLI_VALUE, "NAME", "this node's name; default from corosync's nodelist, else the hostname" },
+	{ "standalone", CLI_FLAG, NULL, "run as a one-node cluster even if a cluster is configured" },
+	{ NULL }
+};
+
+static int exec_run(const struct cli_args *a)
+{
+	const char *dd = cli_get(a, "data-dir") ? cli_get(a, "data-dir") : getenv("VMM_DATA_DIR");
+	struct clu_daemon_opts o = {
+		.data_dir = dd && *dd ? dd : "/var/lib/vmmigrate",
+		.socket = cli_get(a, "socket") ? cli_get(a, "socket") : clu_default_socket(),
+		.node = cli_get(a, "node"),
+		.standalone = cli_has(a, "standalone"),
+	};
+	struct err *e = NULL;
+
+	if (o.node && (!*o.node || strlen(o.node) > 63 || strspn(o.node,
+	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(o.node)))
+		return cli_fail(a, "invalid node name '%s': use a-z, 0-9 and -", o.node);
+	if (!clu_daemon_run(&o, &e))
+		return cli_report(a, e);
+	return 0;
+}
+
+static const struct cli_cmd cmd_run = {
+	.name = "run",
+	.posargs = "",
+	.summary = "run the node daemon in the foreground",
+	.opts = opts,
+	.exec = exec_run,
+};
+
+static const struct cli_cmd *const cmds[] = { &cmd_run, NULL };
+
+int main(int argc, char **argv)
+{
+	return cli_main("vmmd", "vmmigrate node daemon: replicated config store on corosync", cmds,
+			argc, argv);
+}

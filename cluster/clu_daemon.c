@@ -1,0 +1,725 @@
+/*
+ * clu_daemon.c - vmmd's core: the state machine, replication of store ops
+ * in agreed order, the sync exchange on membership changes, and the CLI
+ * requests. Contract in clu.h; internals in clu_daemon.h.
+ *
+ * Why the sync exchange is safe: corosync CPG gives virtual synchrony, so
+ * every member sees a membership change at the same point of the message
+ * stream and every message is delivered in the configuration it was sent
+ * in. All members therefore collect the same (version, checksum)
+ * announcements and pick the same leader (highest version, then lowest
+ * node id); they finish syncing at the same message (the last
+ * announcement, or the leader's last snapshot chunk) and only then send
+ * writes again.
+ */
+#include "clu_daemon.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const state_names[] = {
+	[CLU_D_STANDALONE] = "standalone",
+	[CLU_D_DISCONNECTED] = "disconnected",
+	[CLU_D_SYNCING] = "syncing",
+	[CLU_D_SYNCED] = "synced",
+};
+_Static_assert(ARRAY_SIZE(state_names) == CLU_D_STATE_MAX, "state_names");
+
+const char *clu_dstate_name(enum clu_dstate s)
+{
+	return (unsigned)s < CLU_D_STATE_MAX ? state_names[s] : "?";
+}
+
+static void flush_queued_writes(struct clu_daemon *d);
+static void fail_pending_writes(struct clu_daemon *d, const char *why);
+
+void clu_daemon_set_state(struct clu_daemon *d, enum clu_dstate s)
+{
+	if (d->state == s)
+		return;
+	log_info("state %s -> %s (store version %" PRIu64 ")", clu_dstate_name(d->state),
+		 clu_dstate_name(s), clu_store_version(d->store));
+	d->state = s;
+	if (s == CLU_D_SYNCED)
+		flush_queued_writes(d);
+	if (s == CLU_D_DISCONNECTED)
+		fail_pending_writes(d, "no quorum: lost the connection to corosync");
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool is_me(struct clu_daemon *d, uint32_t nodeid, uint32_t pid)
+{
+	return nodeid == d->nodeid && pid == d->pid;
+}
+
+/* ---- pending requests ------------------------------------------------ */
+
+static struct clu_pending *pending_new(struct clu_daemon *d, int client, int64_t id)
+{
+	for (int i = 0; i < CLU_MAX_PENDING; i++)
+		if (!d->pending[i].used) {
+			struct clu_pending *p = &d->pending[i];
+
+			memset(p, 0, sizeof(*p));
+			p->used = true;
+			p->client = client;
+			p->client_gen = client >= 0 ? d->client_gen[client] : 0;
+			p->client_id = id;
+			p->req = ++d->next_req;
+			return p;
+		}
+	return NULL;
+}
+
+static void pending_free(struct clu_pending *p)
+{
+	json_object_put(p->op);
+	free(p->prefix);
+	memset(p, 0, sizeof(*p));
+}
+
+static bool pending_client_ok(struct clu_daemon *d, struct clu_pending *p)
+{
+	return p->client >= 0 && d->clients[p->client].fd >= 0 &&
+	       d->client_gen[p->client] == p->client_gen;
+}
+
+static void pending_reply(struct clu_daemon *d, struct clu_pending *p, struct json_object *r,
+			  const struct err *e)
+{
+	if (pending_client_ok(d, p)) {
+		if (e)
+			clu_server_error(d, p->client, p->client_id, e);
+		else
+			clu_server_reply(d, p->client, p->client_id, json_object_get(r));
+	} else if (e && p->client < 0) {
+		log_warn("internal write failed: %s", e->msg);
+	}
+	pending_free(p);
+}
+
+static void fail_pending_writes(struct clu_daemon *d, const char *why)
+{
+	struct err *e = NULL;
+
+	err_set(&e, ERR_STATE, "%s", why);
+	for (int i = 0; i < CLU_MAX_PENDING; i++)
+		if (d->pending[i].used && !d->pending[i].watch)
+			pending_reply(d, &d->pending[i], NULL, e);
+	err_free(e);
+}
+
+static bool send_op(struct clu_daemon *d, struct clu_pending *p, struct err **errp)
+{
+	_cleanup_json_ struct json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "t", json_object_new_string("op"));
+	json_object_object_add(m, "req", json_object_new_uint64(p->req));
+	json_object_object_add(m, "op", json_object_get(p->op));
+	if (!clu_cs_mcast(d, m, errp))
+		return false;
+	p->sent = true;
+	return true;
+}
+
+static void flush_queued_writes(struct clu_daemon *d)
+{
+	for (int i = 0; i < CLU_MAX_PENDING; i++) {
+		struct clu_pending *p = &d->pending[i];
+		struct err *e = NULL;
+
+		if (!p->used || p->watch || p->sent)
+			continue;
+		if (!d->quorate) {
+			err_set(&e, ERR_STATE, "no quorum");
+			pending_reply(d, p, NULL, e);
+		} else if (!send_op(d, p, &e)) {
+			pending_reply(d, p, NULL, e);
+		}
+		err_free(e);
+	}
+}
+
+/* Answers watches whose prefix saw a change after their `since`. */
+static void check_watches(struct clu_daemon *d, const char *key)
+{
+	for (int i = 0; i < CLU_MAX_PENDING; i++) {
+		struct clu_pending *p = &d->pending[i];
+		struct json_object *r;
+
+		if (!p->used || !p->watch || strncmp(key, p->prefix, strlen(p->prefix)) ||
+		    clu_store_version(d->store) <= p->since)
+			continue;
+		r = json_object_new_object();
+		json_object_object_add(r, "changed", json_object_new_boolean(true));
+		json_object_object_add(r, "key", json_object_new_string(key));
+		json_object_object_add(r, "version", json_object_new_uint64(clu_store_version(d->store)));
+		pending_reply(d, p, r, NULL);
+		json_object_put(r);
+	}
+}
+
+/* ---- applying ops ------------------------------------------------------ */
+
+/* Applies an op everywhere alike; answers the client if the op is ours. */
+static void apply_op(struct clu_daemon *d, struct json_object *opj, bool mine, uint64_t req)
+{
+	struct clu_op op;
+	struct err *e = NULL;
+	struct clu_pending *p = NULL;
+
+	if (mine)
+		for (int i = 0; i < CLU_MAX_PENDING; i++)
+			if (d->pending[i].used && !d->pending[i].watch && d->pending[i].sent &&
+			    d->pending[i].req == req)
+				p = &d->pending[i];
+	if (clu_op_from_json(opj, &op, &e) && clu_store_apply(d->store, &op, &e))
+		check_watches(d, op.key);
+	if (e && e->code == ERR_IO)
+		log_error("store write failed, this node's copy may now lag: %s", e->msg);
+	if (p) {
+		struct json_object *r = json_object_new_object();
+
+		json_object_object_add(r, "version", json_object_new_uint64(clu_store_version(d->store)));
+		pending_reply(d, p, r, e);
+		json_object_put(r);
+	}
+	err_free(e);
+}
+
+/* ---- sync exchange ------------------------------------------------------ */
+
+static void announce_state(struct clu_daemon *d)
+{
+	_cleanup_json_ struct json_object *m = json_object_new_object();
+	char sum[32];
+	struct err *e = NULL;
+
+	snprintf(sum, sizeof(sum), "%016" PRIx64, clu_store_checksum(d->store));
+	json_object_object_add(m, "t", json_object_new_string("state"));
+	json_object_object_add(m, "version", json_object_new_uint64(clu_store_version(d->store)));
+	json_object_object_add(m, "sum", json_object_new_string(sum));
+	json_object_object_add(m, "node", json_object_new_string(d->node));
+	if (!clu_cs_mcast(d, m, &e)) {
+		log_error("cannot announce store state: %s", e->msg);
+		err_free(e);
+		clu_cs_disconnect(d, "announce failed");
+	}
+}
+
+static void drop_snapshot(struct clu_daemon *d)
+{
+	for (unsigned i = 0; i < d->nsnap; i++)
+		json_object_put(d->snap[i]);
+	d->nsnap = 0;
+}
+
+void clu_daemon_confchg(struct clu_daemon *d, const struct cpg_address *m, size_t n)
+{
+	if (n > CLU_MAX_MEMBERS)
+		n = CLU_MAX_MEMBERS;
+	d->nmembers = (unsigned)n;
+	for (size_t i = 0; i < n; i++) {
+		d->members[i] = (struct clu_member){ .nodeid = m[i].nodeid, .pid = m[i].pid };
+	}
+	drop_snapshot(d);
+	d->want_snapshot = false;
+	/* Sent writes not yet delivered were delivered in the old
+	 * configuration if at all; the rest wait for the new sync. */
+	clu_daemon_set_state(d, CLU_D_SYNCING);
+	announce_state(d);
+}
+
+static bool snap_chunk_send(struct json_object *chunk, bool last, void *opaque)
+{
+	struct clu_daemon *d = opaque;
+	_cleanup_json_ struct json_object *m = json_object_new_object();
+	struct err *e = NULL;
+	bool ok;
+
+	json_object_object_add(m, "t", json_object_new_string("snap"));
+	json_object_object_add(m, "last", json_object_new_boolean(last));
+	json_object_object_add(m, "chunk", chunk);
+	ok = clu_cs_mcast(d, m, &e);
+	if (!ok) {
+		log_error("cannot send store snapshot: %s", e->msg);
+		err_free(e);
+	}
+	return ok;
+}
+
+static void sync_done(struct clu_daemon *d)
+{
+	d->syncs++;
+	drop_snapshot(d);
+	clu_daemon_set_state(d, CLU_D_SYNCED);
+}
+
+/* Every member announced: pick the leader; finish or ship the store. */
+static void sync_decide(struct clu_daemon *d)
+{
+	struct clu_member *leader = NULL, *me = NULL;
+	bool differ = false;
+	struct err *e = NULL;
+
+	for (unsigned i = 0; i < d->nmembers; i++) {
+		struct clu_member *m = &d->members[i];
+
+		if (!m->have_state)
+			return;
+		if (!leader || m->version > leader->version ||
+		    (m->version == leader->version && m->nodeid < leader->nodeid))
+			leader = m;
+		if (is_me(d, m->nodeid, m->pid))
+			me = m;
+	}
+	if (!leader || !me)
+		return;
+	for (unsigned i = 0; i < d->nmembers; i++)
+		if (d->members[i].version != leader->version || d->members[i].sum != leader->sum)
+			differ = true;
+	d->leader = leader->nodeid;
+	if (!differ) {
+		sync_done(d);
+		return;
+	}
+	d->want_snapshot = me->version != leader->version || me->sum != leader->sum;
+	log_info("sync: node %u has the newest store (version %" PRIu64 ")%s", leader->nodeid,
+		 leader->version, d->want_snapshot ? "; taking its copy" : "");
+	if (me == leader && !clu_store_dump(d->store, CLU_SNAP_CHUNK_BYTES, snap_chunk_send, d, &e)) {
+		log_error("sync: %s", e->msg);
+		err_free(e);
+		clu_cs_disconnect(d, "snapshot failed");
+	}
+}
+
+static void on_state(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, struct json_object *m)
+{
+	struct json_object *v, *s;
+
+	if (d->state != CLU_D_SYNCING || !json_object_object_get_ex(m, "version", &v) ||
+	    !json_object_object_get_ex(m, "sum", &s))
+		return;
+	for (unsigned i = 0; i < d->nmembers; i++)
+		if (d->members[i].nodeid == nodeid && d->members[i].pid == pid) {
+			d->members[i].have_state = true;
+			d->members[i].version = (uint64_t)json_object_get_int64(v);
+			d->members[i].sum = strtoull(json_object_get_string(s), NULL, 16);
+		}
+	sync_decide(d);
+}
+
+static void on_snap(struct clu_daemon *d, uint32_t nodeid, struct json_object *m)
+{
+	struct json_object *chunk, *last, *ver;
+	struct err *e = NULL;
+
+	if (d->state != CLU_D_SYNCING || nodeid != d->leader ||
+	    !json_object_object_get_ex(m, "chunk", &chunk) ||
+	    !json_object_object_get_ex(m, "last", &last))
+		return;
+	if (d->want_snapshot) {
+		if (d->nsnap == CLU_MAX_SNAP_CHUNKS) {
+			clu_cs_disconnect(d, "store snapshot too large");
+			return;
+		}
+		d->snap[d->nsnap++] = json_object_get(chunk);
+	}
+	if (!json_object_get_boolean(last))
+		return;
+	if (d->want_snapshot) {
+		json_object_object_get_ex(chunk, "version", &ver);
+		if (!clu_store_replace(d->store, (uint64_t)json_object_get_int64(ver), d->snap,
+				       d->nsnap, &e)) {
+			log_error("sync: cannot take the leader's store: %s", e->msg);
+			err_free(e);
+			clu_cs_disconnect(d, "snapshot apply failed");
+			return;
+		}
+		log_info("sync: store replaced, now at version %" PRIu64, clu_store_version(d->store));
+	}
+	sync_done(d);
+}
+
+void clu_daemon_deliver(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, const char *msg,
+			size_t len)
+{
+	_cleanup_json_ struct json_object *m = NULL;
+	struct json_tokener *tok = json_tokener_new();
+	struct json_object *t, *op, *req;
+
+	if (!tok)
+		return;
+	m = json_tokener_parse_ex(tok, msg, (int)len);
+	json_tokener_free(tok);
+	if (!m || !json_object_object_get_ex(m, "t", &t)) {
+		log_warn("ignoring a malformed message from node %u", nodeid);
+		return;
+	}
+	if (!strcmp(json_object_get_string(t), "op") && json_object_object_get_ex(m, "op", &op)) {
+		json_object_object_get_ex(m, "req", &req);
+		apply_op(d, op, is_me(d, nodeid, pid), req ? (uint64_t)json_object_get_int64(req) : 0);
+	} else if (!strcmp(json_object_get_string(t), "state")) {
+		on_state(d, nodeid, pid, m);
+	} else if (!strcmp(json_object_get_string(t), "snap")) {
+		on_snap(d, nodeid, m);
+	}
+}
+
+void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view, unsigned n)
+{
+	if (d->quorate != quorate)
+		log_info("quorum %s", quorate ? "regained" : "lost: writes are refused");
+	d->quorate = quorate;
+	d->nview = n < CLU_MAX_MEMBERS ? n : CLU_MAX_MEMBERS;
+	memcpy(d->view, view, d->nview * sizeof(*view));
+}
+
+/* ---- requests ------------------------------------------------------------ */
+
+static const char *jstr(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static int64_t jint(struct json_object *o, const char *k, int64_t def)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_int) ?
+		       json_object_get_int64(v) : def;
+}
+
+static bool list_one(const char *key, const char *value, uint64_t version, void *opaque)
+{
+	struct json_object *e = json_object_new_object();
+
+	json_object_object_add(e, "key", json_object_new_string(key));
+	json_object_object_add(e, "value", json_object_new_string(value));
+	json_object_object_add(e, "version", json_object_new_uint64(version));
+	json_object_array_add(opaque, e);
+	return true;
+}
+
+static struct json_object *status(struct clu_daemon *d)
+{
+	struct json_object *st = json_object_new_object(), *mem = json_object_new_array();
+	char sum[32];
+
+	snprintf(sum, sizeof(sum), "%016" PRIx64, clu_store_checksum(d->store));
+	json_object_object_add(st, "state", json_object_new_string(clu_dstate_name(d->state)));
+	json_object_object_add(st, "node", json_object_new_string(d->node));
+	json_object_object_add(st, "nodeid", json_object_new_int64(d->nodeid));
+	json_object_object_add(st, "quorate", json_object_new_boolean(d->quorate));
+	json_object_object_add(st, "version", json_object_new_uint64(clu_store_version(d->store)));
+	json_object_object_add(st, "checksum", json_object_new_string(sum));
+	json_object_object_add(st, "syncs", json_object_new_uint64(d->syncs));
+	for (unsigned i = 0; i < d->nmembers; i++) {
+		struct json_object *m = json_object_new_object();
+		json_object_object_add(m, "nodeid", json_object_new_int64(d->members[i].nodeid));
+		json_object_object_add(m, "pid", json_object_new_int64(d->members[i].pid));
+		json_object_array_add(mem, m);
+	}
+	json_object_object_add(st, "members", mem);
+	clu_cs_status(d, st);
+	return st;
+}
+
+static void do_write(struct clu_daemon *d, int c, int64_t id, struct json_object *req)
+{
+	struct json_object *opj, *copy;
+	struct clu_pending *p;
+	struct clu_op op;
+	struct err *e = NULL;
+	int64_t timeout = jint(req, "timeout_ms", 10000);
+
+	if (!json_object_object_get_ex(req, "op", &opj) || !json_object_is_type(opj, json_type_object)) {
+		err_set(&e, ERR_INVAL, "write without an op");
+		goto fail;
+	}
+	/* The daemon stamps time and owner: one clock per proposer. */
+	copy = json_tokener_parse(json_object_to_json_string(opj));
+	json_object_object_add(copy, "ts_ms", json_object_new_int64(wall_ms()));
+	if (!jstr(copy, "owner"))
+		json_object_object_add(copy, "owner", json_object_new_string(d->node));
+	if (!clu_op_from_json(copy, &op, &e)) {
+		json_object_put(copy);
+		goto fail;
+	}
+	if (d->state == CLU_D_STANDALONE) {
+		struct json_object *r = json_object_new_object();
+
+		if (clu_store_apply(d->store, &op, &e))
+			check_watches(d, op.key);
+		json_object_put(copy);
+		if (e) {
+			json_object_put(r);
+			goto fail;
+		}
+		json_object_object_add(r, "version", json_object_new_uint64(clu_store_version(d->store)));
+		clu_server_reply(d, c, id, r);
+		return;
+	}
+	if (d->state == CLU_D_DISCONNECTED || !d->quorate) {
+		json_object_put(copy);
+		err_set(&e, ERR_STATE, "no quorum");
+		goto fail;
+	}
+	p = pending_new(d, c, id);
+	if (!p) {
+		json_object_put(copy);
+		err_set(&e, ERR_STATE, "too many writes in flight; try again");
+		goto fail;
+	}
+	p->op = copy;
+	p->deadline_ms = util_now_ms() + (timeout > 0 ? timeout : 10000);
+	if (d->state == CLU_D_SYNCED && !send_op(d, p, &e)) {
+		pending_free(p);
+		goto fail;
+	}
+	return; /* answered when it comes round in agreed order */
+fail:
+	clu_server_error(d, c, id, e);
+	err_free(e);
+}
+
+static void do_watch(struct clu_daemon *d, int c, int64_t id, struct json_object *req)
+{
+	const char *prefix = jstr(req, "prefix");
+	struct clu_pending *p;
+	struct err *e = NULL;
+
+	if (!prefix) {
+		err_set(&e, ERR_INVAL, "watch without a prefix");
+	} else if (!(p = pending_new(d, c, id))) {
+		err_set(&e, ERR_STATE, "too many watches");
+	} else {
+		p->watch = true;
+		p->prefix = strdup(prefix);
+		p->since = (uint64_t)jint(req, "since", (int64_t)clu_store_version(d->store));
+		p->deadline_ms = util_now_ms() + jint(req, "timeout_ms", 30000);
+		return;
+	}
+	clu_server_error(d, c, id, e);
+	err_free(e);
+}
+
+void clu_daemon_request(struct clu_daemon *d, int c, struct json_object *req)
+{
+	const char *cmd = jstr(req, "cmd");
+	int64_t id = jint(req, "id", 0);
+	struct err *e = NULL;
+	struct json_object *r;
+
+	if (!cmd) {
+		err_set(&e, ERR_INVAL, "request without a cmd");
+	} else if (!strcmp(cmd, "status")) {
+		clu_server_reply(d, c, id, status(d));
+		return;
+	} else if (!strcmp(cmd, "get")) {
+		uint64_t ver = 0;
+		const char *key = jstr(req, "key");
+		char *val = key && clu_key_check(key, &e) ? clu_store_get(d->store, key, &ver, &e) : NULL;
+
+		if (val) {
+			r = json_object_new_object();
+			json_object_object_add(r, "value", json_object_new_string(val));
+			json_object_object_add(r, "version", json_object_new_uint64(ver));
+			free(val);
+			clu_server_reply(d, c, id, r);
+			return;
+		}
+		if (!key)
+			err_set(&e, ERR_INVAL, "get without a key");
+	} else if (!strcmp(cmd, "list")) {
+		struct json_object *arr = json_object_new_array();
+		const char *prefix = jstr(req, "prefix");
+
+		if (clu_store_list(d->store, prefix ? prefix : "", list_one, arr, &e)) {
+			r = json_object_new_object();
+			json_object_object_add(r, "entries", arr);
+			json_object_object_add(r, "version",
+					       json_object_new_uint64(clu_store_version(d->store)));
+			clu_server_reply(d, c, id, r);
+			return;
+		}
+		json_object_put(arr);
+	} else if (!strcmp(cmd, "write")) {
+		do_write(d, c, id, req);
+		return;
+	} else if (!strcmp(cmd, "watch")) {
+		do_watch(d, c, id, req);
+		return;
+	} else if (!strcmp(cmd, "expected")) {
+		int64_t v = jint(req, "votes", 0);
+
+		if (d->state == CLU_D_STANDALONE)
+			err_set(&e, ERR_STATE, "this node is not in a cluster");
+		else if (v < 1 || v > 1000)
+			err_set(&e, ERR_INVAL, "invalid expected votes %lld", (long long)v);
+		else if (clu_cs_set_expected(d, (unsigned)v, &e)) {
+			clu_server_reply(d, c, id, json_object_new_object());
+			return;
+		}
+	} else {
+		err_set(&e, ERR_INVAL, "unknown request '%s'", cmd);
+	}
+	clu_server_error(d, c, id, e);
+	err_free(e);
+}
+
+/* ---- main loop ------------------------------------------------------------ */
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+	got_signal = sig;
+}
+
+static void expire_pending(struct clu_daemon *d)
+{
+	int64_t now = util_now_ms();
+
+	for (int i = 0; i < CLU_MAX_PENDING; i++) {
+		struct clu_pending *p = &d->pending[i];
+		struct err *e = NULL;
+
+		if (!p->used || now < p->deadline_ms)
+			continue;
+		if (p->watch) {
+			struct json_object *r = json_object_new_object();
+			json_object_object_add(r, "changed", json_object_new_boolean(false));
+			pending_reply(d, p, r, NULL);
+			json_object_put(r);
+			continue;
+		}
+		err_set(&e, ERR_TIMEOUT, p->sent ? "the cluster did not confirm the write in time" :
+			"timed out waiting for the cluster to finish syncing");
+		pending_reply(d, p, NULL, e);
+		err_free(e);
+	}
+}
+
+bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
+{
+	struct clu_daemon *d = calloc(1, sizeof(*d));
+	_cleanup_free_ char *dbpath = NULL, *ccpath = NULL;
+	struct sigaction sa = { .sa_handler = on_signal };
+	struct stat st;
+	bool ok = false;
+
+	if (!d)
+		return err_set(errp, ERR_IO, "out of memory");
+	d->listen_fd = d->cpg_fd = d->quorum_fd = d->vq_fd = -1;
+	snprintf(d->node, sizeof(d->node), "%s", o->node ? o->node : "");
+	if (!util_mkdir_p(o->data_dir, 0700, errp) ||
+	    asprintf(&dbpath, "%s/config.db", o->data_dir) < 0 ||
+	    asprintf(&ccpath, "%s/corosync.conf", o->data_dir) < 0)
+		goto out;
+	d->store = clu_store_open(dbpath, errp);
+	if (!d->store)
+		goto out;
+	/* In a cluster exactly when our copy of corosync.conf exists. */
+	d->standalone = o->standalone || stat(ccpath, &st) < 0;
+	if (!clu_server_listen(d, o->socket, errp))
+		goto out;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	if (d->standalone) {
+		d->quorate = true;
+		if (!d->node[0])
+			gethostname(d->node, sizeof(d->node));
+		d->state = CLU_D_STANDALONE;
+		log_info("standalone node %s (no %s): always quorate", d->node, ccpath);
+	} else {
+		d->state = CLU_D_DISCONNECTED;
+	}
+	log_info("listening on %s, store version %" PRIu64, o->socket, clu_store_version(d->store));
+	while (!got_signal) {
+		struct pollfd pfd[CLU_MAX_CLIENTS + 4];
+		int idx[CLU_MAX_CLIENTS + 4], n = 0;
+
+		if (!d->standalone && !d->connected && util_now_ms() >= d->reconnect_at) {
+			struct err *e = NULL;
+
+			if (!clu_cs_connect(d, &e)) {
+				log_debug("corosync: %s", e->msg);
+				err_free(e);
+				d->reconnect_at = util_now_ms() + 1000;
+			}
+		}
+		pfd[n] = (struct pollfd){ .fd = d->listen_fd, .events = POLLIN };
+		idx[n++] = -1;
+		if (d->connected) {
+			pfd[n] = (struct pollfd){ .fd = d->cpg_fd, .events = POLLIN };
+			idx[n++] = -2;
+			pfd[n] = (struct pollfd){ .fd = d->quorum_fd, .events = POLLIN };
+			idx[n++] = -2;
+			pfd[n] = (struct pollfd){ .fd = d->vq_fd, .events = POLLIN };
+			idx[n++] = -2;
+		}
+		for (int i = 0; i < CLU_MAX_CLIENTS; i++)
+			if (d->clients[i].fd >= 0) {
+				pfd[n] = (struct pollfd){ .fd = d->clients[i].fd, .events = POLLIN |
+							  (d->clients[i].out_len ? POLLOUT : 0) };
+				idx[n++] = i;
+			}
+		if (poll(pfd, (nfds_t)n, 100) < 0 && errno != EINTR) {
+			err_set_errno(errp, errno, "poll");
+			goto out;
+		}
+		for (int i = 0; i < n; i++) {
+			if (!pfd[i].revents)
+				continue;
+			if (idx[i] == -1)
+				clu_server_accept(d);
+			else if (idx[i] == -2) {
+				if (pfd[i].revents & (POLLHUP | POLLERR))
+					clu_cs_disconnect(d, "connection closed");
+				else if (!clu_cs_dispatch(d, pfd[i].fd))
+					break; /* fds are gone; poll anew */
+			} else {
+				clu_server_io(d, idx[i], pfd[i].revents);
+			}
+		}
+		expire_pending(d);
+	}
+	log_info("signal %d: stopping", (int)got_signal);
+	ok = true;
+out:
+	if (d->connected)
+		clu_cs_disconnect(d, "shutting down");
+	for (int i = 0; i < CLU_MAX_PENDING; i++)
+		if (d->pending[i].used)
+			pending_free(&d->pending[i]);
+	drop_snapshot(d);
+	clu_server_close_all(d);
+	if (ok)
+		unlink(o->socket);
+	clu_store_close(d->store);
+	free(d);
+	return ok;
+}
