@@ -17,6 +17,7 @@ static const struct cli_opt opts[] = {
 	{ "socket", CLI_VALUE, "PATH", "unix socket for the CLIs; default $VMM_SOCKET or /run/vmmigrate/vmmd.sock" },
 	{ "node", CLI_VALUE, "NAME", "this node's name; default from corosync's nodelist, else the hostname" },
 	{ "standalone", CLI_FLAG, NULL, "run as a one-node cluster even if a cluster is configured" },
+	{ "corosync-conf", CLI_VALUE, "PATH", "corosync's config, kept in step with the cluster; default $VMM_COROSYNC_CONF or /etc/corosync/corosync.conf" },
 	{ NULL }
 };
 
@@ -28,6 +29,7 @@ static int exec_run(const struct cli_args *a)
 		.socket = cli_get(a, "socket") ? cli_get(a, "socket") : clu_default_socket(),
 		.node = cli_get(a, "node"),
 		.standalone = cli_has(a, "standalone"),
+		.corosync_conf = cli_get(a, "corosync-conf"),
 	};
 	struct err *e = NULL;
 

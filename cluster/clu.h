@@ -144,6 +144,9 @@ struct clu_daemon_opts {
 	const char *socket;    /* unix socket for the CLIs */
 	const char *node;      /* node name; NULL: from corosync's nodelist or hostname */
 	bool standalone;       /* force one-node mode */
+	const char *corosync_conf; /* corosync's own file, kept in step with the
+				    * store key cluster/corosync.conf; NULL =
+				    * $VMM_COROSYNC_CONF or /etc/corosync/corosync.conf */
 };
 
 /* Runs vmmd until SIGTERM/SIGINT. */

@@ -191,8 +191,11 @@ static void apply_op(struct clu_daemon *d, struct json_object *opj, bool mine, u
 			if (d->pending[i].used && !d->pending[i].watch && d->pending[i].sent &&
 			    d->pending[i].req == req)
 				p = &d->pending[i];
-	if (clu_op_from_json(opj, &op, &e) && clu_store_apply(d->store, &op, &e))
+	if (clu_op_from_json(opj, &op, &e) && clu_store_apply(d->store, &op, &e)) {
 		check_watches(d, op.key);
+		if (!strcmp(op.key, "cluster/corosync.conf"))
+			clu_cc_follow(d);
+	}
 	if (e && e->code == ERR_IO)
 		log_error("store write failed, this node's copy may now lag: %s", e->msg);
 	if (p) {
@@ -271,6 +274,7 @@ static void sync_done(struct clu_daemon *d)
 	d->syncs++;
 	drop_snapshot(d);
 	clu_daemon_set_state(d, CLU_D_SYNCED);
+	clu_cc_follow(d); /* a node that was away may have missed a change */
 }
 
 /* Every member announced: pick the leader; finish or ship the store. */
@@ -571,6 +575,11 @@ void clu_daemon_request(struct clu_daemon *d, int c, struct json_object *req)
 	} else if (!strcmp(cmd, "watch")) {
 		do_watch(d, c, id, req);
 		return;
+	} else if (!strcmp(cmd, "join")) {
+		if (clu_cc_join(d, &e)) {
+			clu_server_reply(d, c, id, json_object_new_object());
+			return;
+		}
 	} else if (!strcmp(cmd, "expected")) {
 		int64_t v = jint(req, "votes", 0);
 
@@ -638,10 +647,20 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 	    asprintf(&dbpath, "%s/config.db", o->data_dir) < 0 ||
 	    asprintf(&ccpath, "%s/corosync.conf", o->data_dir) < 0)
 		goto out;
+	d->data_dir = strdup(o->data_dir);
+	d->cc_local = strdup(ccpath);
+	d->cc_path = strdup(o->corosync_conf ? o->corosync_conf :
+			    getenv("VMM_COROSYNC_CONF") ? getenv("VMM_COROSYNC_CONF") :
+							  "/etc/corosync/corosync.conf");
+	if (!d->data_dir || !d->cc_local || !d->cc_path) {
+		err_set(errp, ERR_IO, "out of memory");
+		goto out;
+	}
 	d->store = clu_store_open(dbpath, errp);
 	if (!d->store)
 		goto out;
 	/* In a cluster exactly when our copy of corosync.conf exists. */
+	d->forced_standalone = o->standalone;
 	d->standalone = o->standalone || stat(ccpath, &st) < 0;
 	if (!clu_server_listen(d, o->socket, errp))
 		goto out;
@@ -662,6 +681,7 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		struct pollfd pfd[CLU_MAX_CLIENTS + 4];
 		int idx[CLU_MAX_CLIENTS + 4], n = 0;
 
+		clu_cc_check_mode(d);
 		if (!d->standalone && !d->connected && util_now_ms() >= d->reconnect_at) {
 			struct err *e = NULL;
 
@@ -720,6 +740,9 @@ out:
 	if (ok)
 		unlink(o->socket);
 	clu_store_close(d->store);
+	free(d->data_dir);
+	free(d->cc_local);
+	free(d->cc_path);
 	free(d);
 	return ok;
 }

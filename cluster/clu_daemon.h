@@ -66,6 +66,11 @@ struct clu_daemon {
 	enum clu_dstate state;
 	char node[64];
 	bool standalone;
+	bool forced_standalone;  /* --standalone: never switch to cluster mode */
+	char *data_dir;
+	char *cc_local;          /* DATA_DIR/corosync.conf: "in a cluster" marker */
+	char *cc_path;           /* corosync's corosync.conf */
+	int64_t next_mode_check;
 
 	/* corosync */
 	cpg_handle_t cpg;
@@ -121,6 +126,16 @@ void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view,
 /* clu_daemon.c: called by clu_server.c with one parsed request; answers
  * through clu_server_reply() now or later. */
 void clu_daemon_request(struct clu_daemon *d, int client, struct json_object *req);
+
+/* clu_daemon_cc.c: cluster configuration follows the store */
+/* config_version in a corosync.conf text, 0 if none. */
+uint64_t clu_cc_version(const char *text);
+/* The store's cluster/corosync.conf changed: install it if newer. */
+void clu_cc_follow(struct clu_daemon *d);
+/* Standalone: switch to cluster mode if DATA_DIR/corosync.conf appeared. */
+void clu_cc_check_mode(struct clu_daemon *d);
+/* {"cmd":"join"}: empty the store and enter cluster mode. */
+bool clu_cc_join(struct clu_daemon *d, struct err **errp);
 
 /* clu_server.c */
 bool clu_server_listen(struct clu_daemon *d, const char *path, struct err **errp);
