@@ -103,8 +103,12 @@ demo: deps
 	@$(MAKE) --no-print-directory all guest
 	@scripts/demo.sh $(B)
 
+BENCH_TOOLS := $(patsubst tests/bench/%.c,$(B)/%,$(wildcard tests/bench/*.c))
+$(B)/%: tests/bench/%.c $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
 bench: deps
-	@$(MAKE) --no-print-directory all guest
+	@$(MAKE) --no-print-directory all guest $(BENCH_TOOLS)
 	@tests/bench/run.sh $(B)
 
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
@@ -118,10 +122,13 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC)
 fuzz: deps $(FUZZ_BIN)
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
+# Admin tools and the daemon go to sbin (FHS: system administration).
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/doc/vmmigrate
-	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/bin/
+	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/vmmigrate \
+		$(DESTDIR)$(PREFIX)/lib/systemd/system
+	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/vmmigrate/
+	sed 's|/usr/local/|$(PREFIX)/|g' scripts/vmmd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/vmmd.service
 	@if [ -f $(B)/guest/vmlinux ]; then \
 		install -d $(DESTDIR)$(PROBE_DIR) && \
 		install -m 0644 $(B)/guest/vmlinux $(B)/guest/initramfs.cpio.gz $(DESTDIR)$(PROBE_DIR)/; \

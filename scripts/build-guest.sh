@@ -14,7 +14,7 @@ die() {
 # subshells leave the naming to the shell that started them).
 trap '((BASH_SUBSHELL == 0)) || exit 1; die "failed at line $LINENO: $BASH_COMMAND"' ERR
 
-[[ $# -eq 1 ]] || die "usage: build-guest.sh OUTDIR"
+[[ $# -eq 1 ]] || { echo "build-guest: usage: build-guest.sh OUTDIR" >&2; exit 2; }
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 src=$top/tests/guest
 out=$1

@@ -59,3 +59,39 @@ last_ok() {
 pid_of() { cat "$1/qemu.pid" 2>/dev/null; }
 
 alive() { [ -n "$1" ] && [ -e "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
+
+# ---- vmmd on testbed nodes --------------------------------------------------
+VMMD=$B/vmmd
+VMSTORE=$B/vmstore
+
+# vmmd_start NODE: a vmmd in NODE's namespace, in cluster mode with the
+# testbed's corosync.conf; its pid in $RUN/NODE/vmmd.pid.
+vmmd_start() {
+  local n=$1 d=$RUN/$1
+  mkdir -p "$d/data"
+  cp "${VMM_TESTBED_DIR:-/run/vmm-testbed}/$n/etc/corosync/corosync.conf" "$d/data/corosync.conf"
+  ip netns exec "$n" "$VMMD" run --node "$n" --data-dir "$d/data" --socket "$d/vmmd.sock" \
+    --corosync-conf "${VMM_TESTBED_DIR:-/run/vmm-testbed}/$n/etc/corosync/corosync.conf" \
+    >>"$d/vmmd.log" 2>&1 &
+  echo $! >"$d/vmmd.pid"
+}
+
+vmmd_stop() { local p; p=$(cat "$RUN/$1/vmmd.pid" 2>/dev/null) && kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; }
+
+# st NODE ARGS...: vmstore against NODE's vmmd.
+st() { VMM_SOCKET=$RUN/$1/vmmd.sock "$VMSTORE" "${@:2}"; }
+
+# st_field NODE FIELD: one field of NODE's vmmd status.
+st_field() { st "$1" status | grep -oE "\"$2\":(\"[^\"]*\"|[a-z0-9]+)" | head -1 | cut -d: -f2 | tr -d '"'; }
+
+# wait_synced NODE... : until each vmmd is synced and quorate (10 s).
+wait_synced() {
+  local n i
+  for n in "$@"; do
+    for ((i = 0; i < 100; i++)); do
+      [ "$(st_field "$n" state)" = synced ] && [ "$(st_field "$n" quorate)" = true ] && break
+      sleep 0.1
+    done
+    [ $i -lt 100 ] || die "vmmd on $n not synced+quorate: $(st "$n" status 2>&1)"
+  done
+}

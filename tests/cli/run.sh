@@ -63,6 +63,17 @@ expect 2 "no guest running in '$tmp/a'" "$V" migrate --from "$tmp/a" --to "$tmp/
 expect 1 "cannot reach the guest's command channel" "$V" verify --dir "$tmp/none"
 [ ! -e "$tmp/g" ] || { echo "cli: FAIL: bad input created $tmp/g"; fail=$((fail + 1)); }
 
+# vmmd and vmstore: bad keys are refused before any daemon is asked.
+S="$B/vmstore"
+expect 2 "invalid key '../etc/passwd'" "$S" get ../etc/passwd --socket "$tmp/none.sock"
+expect 2 "invalid key 'a//b'" "$S" put a//b v --socket "$tmp/none.sock"
+expect 2 "invalid key 'semi;colon'" "$S" delete 'semi;colon' --socket "$tmp/none.sock"
+expect 2 "invalid --ttl '0'" "$S" lock locks/x --ttl 0 --socket "$tmp/none.sock"
+expect 2 "invalid --if-version 'x'" "$S" put k v --if-version x --socket "$tmp/none.sock"
+expect 1 "cannot reach vmmd at '$tmp/none.sock'" "$S" get k --socket "$tmp/none.sock"
+expect 2 "invalid node name 'Bad Name'" "$B/vmmd" run --node 'Bad Name' --data-dir "$tmp/d" --socket "$tmp/s"
+expect 2 "unknown option '--sokcet'" "$B/vmmd" run --sokcet x
+
 # The testbed script follows the same rules.
 expect_script 2 "'0'" "$TOP/scripts/testbed" up 0
 expect_script 2 "'12'" "$TOP/scripts/testbed" up 12
