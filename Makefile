@@ -31,7 +31,7 @@ LIB_SRC := $(wildcard common/*.c transport/*.c migrate/*.c cluster/*.c replicate
 CLI_COMMON := cli/cli_opt.c cli/progress.c
 VMGUEST_SRC := cli/vmguest.c cli/guest_common.c $(wildcard cli/guest_[a-z]*.c)
 VMGUEST_SRC := $(sort $(VMGUEST_SRC))
-BINS    := $(B)/vmguest $(B)/vmmd $(B)/vmstore
+BINS    := $(B)/vmguest $(B)/vmmd $(B)/vmstore $(B)/vmctl
 
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_HELPERS := $(filter-out $(UNIT_SRC),$(wildcard tests/unit/*.c))
@@ -57,11 +57,11 @@ $(B)/asan/obj/%.o: %.c
 
 $(B)/libvmm.a: $(call obj,$(LIB_SRC))
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR $@"; ar rcs $@ $^
 
 $(B)/asan/libvmm.a: $(call aobj,$(LIB_SRC))
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR $@"; ar rcs $@ $^
 
 $(B)/vmguest: $(call obj,$(VMGUEST_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
@@ -72,7 +72,7 @@ $(B)/%: $(call obj,cli/%.c $(CLI_COMMON)) $(B)/libvmm.a
 
 # Unit tests link the ASan/UBSan build of the library and of the CLI parser.
 $(B)/asan/test_%: $(call aobj,tests/unit/test_%.c) $(call aobj,$(UNIT_HELPERS) $(CLI_COMMON)) $(B)/asan/libvmm.a
-	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
+	@echo "  LD asan $@"; $(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS) -lcmocka
 
 deps:
 	@scripts/deps.sh
@@ -138,3 +138,8 @@ clean:
 	rm -rf $(B)
 
 -include $(shell find $(B) -name '*.d' 2>/dev/null)
+
+# ---- vmctl: guest management (cli/vmctl.c + cli/ctl_*.c) -------------------
+# guest_common.c brings cli_guest_accel(), the accelerator choice vmguest uses.
+$(B)/vmctl: $(call obj,cli/vmctl.c $(wildcard cli/ctl_*.c) cli/guest_common.c $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
