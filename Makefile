@@ -143,3 +143,10 @@ clean:
 # guest_common.c brings cli_guest_accel(), the accelerator choice vmguest uses.
 $(B)/vmctl: $(call obj,cli/vmctl.c $(wildcard cli/ctl_*.c) cli/guest_common.c $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- vmcluster: one file per command (cli/cluster_*.c) -----------------------
+VMCLUSTER_SRC := cli/vmcluster.c $(sort $(wildcard cli/cluster_*.c))
+BINS += $(B)/vmcluster
+all: $(B)/vmcluster
+$(B)/vmcluster: $(call obj,$(VMCLUSTER_SRC) $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

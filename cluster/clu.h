@@ -152,4 +152,99 @@ struct clu_daemon_opts {
 /* Runs vmmd until SIGTERM/SIGINT. */
 bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp);
 
+/* ==== guest records in the store (clu_guest.c) ===========================
+ *
+ * Store layout (also in docs/vmctl.md):
+ *   guests/<vmid>        one owner line "node: <name>\n", then the guest's
+ *                        config in the format of clu_conf.h (clu_guest_*).
+ *                        Created with CLU_OP_CREATE (two nodes creating one
+ *                        VMID at once: exactly one wins), changed with
+ *                        CLU_OP_PUT if_version = the version read (no lost
+ *                        updates), removed with CLU_OP_DELETE likewise.
+ *   locks/guest/<vmid>   CLU_OP_LOCK, ttl 60 s, owner = the node (stamped
+ *                        by vmmd), held around create/set/destroy/start/
+ *                        stop/shutdown; released after.
+ *   datacenter.cfg       text of datacenter.cfg; absent = its defaults
+ *                        (next-id lower=100, upper=1000000, upper exclusive).
+ *   storage.cfg          text of storage.cfg; absent = one storage
+ *                        "dir: local" whose path is the caller's default
+ *                        (vmctl: $VMM_DATA_DIR, else /var/lib/vmmigrate).
+ * Volumes of dir storages are files <storage path>/images/<volume>; vmctl
+ * names them "<vmid>/vm-<vmid>-disk-<n>.raw" (Proxmox's layout).
+ * VMIDs are decimals without leading zeros in CLU_VMID_MIN..CLU_VMID_MAX.
+ */
+#include "clu_conf.h"
+
+#define CLU_VMID_MIN 100u
+#define CLU_VMID_MAX 999999999u
+#define CLU_GUEST_KEY_LEN 24 /* "guests/999999999" with NUL fits */
+#define CLU_GUEST_LOCK_TTL_MS 60000
+
+struct clu_guest_rec {
+	uint32_t vmid;
+	char node[CLU_NODE_NAME_MAX + 1]; /* owner */
+	uint64_t version;                 /* of guests/<vmid> when read; 0 = new */
+	struct clu_guest_conf conf;
+};
+
+/* "106" -> 106; the error names the value: "invalid VMID '06': ...". */
+bool clu_vmid_parse(const char *s, uint32_t *out, struct err **errp);
+/* "guests/106" into buf (CLU_GUEST_KEY_LEN bytes). */
+const char *clu_guest_key(uint32_t vmid, char *buf, size_t len);
+
+/* Splits a record into its owner and config text (a pointer into record).
+ * Outputs are written only on success. */
+bool clu_guest_record_split(const char *record, uint32_t vmid, char *owner,
+			    size_t owner_len, const char **conf, struct err **errp);
+/* Parses a whole record (owner line + config) of guest vmid into *out
+ * (version 0: the caller knows it). Errors name "guests/<vmid>". */
+bool clu_guest_record_parse(const char *record, uint32_t vmid,
+			    struct clu_guest_rec *out, struct err **errp);
+/* The record's text (caller frees): owner line + clu_guest_format(). */
+char *clu_guest_record_format(const struct clu_guest_rec *r, struct err **errp);
+
+/* Path of a dir-storage volume: "<path>/images/<volume>" (caller frees). */
+char *clu_volume_path(const struct clu_storage *st, const char *volume,
+		      struct err **errp);
+
+/* ---- through the local vmmd (CLIs) ---- */
+
+/* This node's name, from vmmd's status. */
+bool clu_client_node(struct clu_client *c, char *node, size_t len, struct err **errp);
+
+/* Reads guests/<vmid>; ERR_NOTFOUND "guest 106 does not exist". */
+bool clu_guest_read(struct clu_client *c, uint32_t vmid, struct clu_guest_rec *out,
+		    struct err **errp);
+/* Creates guests/<vmid> from r (r->version set on success); a VMID taken
+ * meanwhile is ERR_INVAL "VMID 106 already exists". */
+bool clu_guest_create(struct clu_client *c, struct clu_guest_rec *r, struct err **errp);
+/* Replaces guests/<vmid> if it is still at r->version (updated on
+ * success); else ERR_STATE naming the conflict. */
+bool clu_guest_update(struct clu_client *c, struct clu_guest_rec *r, struct err **errp);
+/* Removes guests/<vmid> if it is still at r->version. */
+bool clu_guest_remove(struct clu_client *c, const struct clu_guest_rec *r,
+		      struct err **errp);
+
+/* Takes (or renews) locks/guest/<vmid> for this node, waiting up to wait_ms
+ * while another node holds it; then ERR_STATE "guest 106 is locked by due
+ * (for another 52 s)". */
+bool clu_guest_lock(struct clu_client *c, uint32_t vmid, int wait_ms, struct err **errp);
+bool clu_guest_unlock(struct clu_client *c, uint32_t vmid, struct err **errp);
+
+/* Visits every guest record in VMID order. A record that does not parse is
+ * passed with r = NULL and bad set (vmid still given); the visit goes on. */
+typedef bool (*clu_guest_visit_fn)(uint32_t vmid, const struct clu_guest_rec *r,
+				   const struct err *bad, void *opaque);
+bool clu_guest_list(struct clu_client *c, clu_guest_visit_fn fn, void *opaque,
+		    struct err **errp);
+
+/* datacenter.cfg from the store, defaults if absent. */
+bool clu_datacenter_read(struct clu_client *c, struct clu_datacenter *out,
+			 struct err **errp);
+/* storage.cfg from the store; if absent, one dir storage "local" at
+ * default_path (*defaulted = true; may be NULL). The caller frees *out
+ * with clu_storage_conf_free(). */
+bool clu_storage_read(struct clu_client *c, const char *default_path,
+		      struct clu_storage_conf *out, bool *defaulted, struct err **errp);
+
 #endif

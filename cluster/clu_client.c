@@ -114,10 +114,14 @@ struct json_object *clu_client_call(struct clu_client *c, struct json_object *re
 			}
 			if (json_object_object_get_ex(m, "ok", &v) && json_object_get_boolean(v))
 				return m;
-			json_object_object_get_ex(m, "code", &v);
-			err_set(errp, code_of(v ? json_object_get_string(v) : NULL), "%s",
-				json_object_object_get_ex(m, "error", &v) ?
-					json_object_get_string(v) : "vmmd refused the request");
+			{
+				struct json_object *code = NULL, *msg = NULL;
+
+				json_object_object_get_ex(m, "code", &code);
+				json_object_object_get_ex(m, "error", &msg);
+				err_set(errp, code_of(code ? json_object_get_string(code) : NULL), "%s",
+					msg ? json_object_get_string(msg) : "vmmd refused the request");
+			}
 			json_object_put(m);
 			return NULL;
 		}

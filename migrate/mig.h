@@ -49,7 +49,7 @@ bool mig_accel_parse(const char *s, enum mig_accel *out, struct err **errp);
  * "VMTEST READY mode=probe" on the first serial port and power off. */
 struct mig_probe {
 	const char *qemu;     /* QEMU binary */
-	const char *kernel;
+	const char *kernel;   /* NULL: the firmware boots the first disk */
 	const char *initrd;
 	const char *cache_dir; /* where the verdict is kept; NULL = no cache */
 	int timeout_ms;
@@ -72,7 +72,7 @@ struct mig_qemu_spec {
 	uint64_t mem_bytes;   /* multiple of 4 KiB */
 	unsigned cpus;
 	const char *cpu_model; /* NULL: qemu64 under TCG, host under KVM */
-	const char *kernel;
+	const char *kernel;   /* NULL: the firmware boots the first disk */
 	const char *initrd;   /* may be NULL */
 	const char *append;   /* may be NULL */
 	const char *disks[MIG_MAX_DISKS]; /* raw or qcow2 image files */

@@ -82,8 +82,14 @@ bool mig_qemu_spec_check(const struct mig_qemu_spec *s, struct err **errp)
 			       "between 16 MiB and 1 TiB", (unsigned long long)s->mem_bytes);
 	if (s->cpus < 1 || s->cpus > 256)
 		return err_set(errp, ERR_INVAL, "invalid cpus %u: must be 1 to 256", s->cpus);
-	if (!file_readable("kernel", s->kernel, errp))
+	/* Without a kernel the firmware boots the first disk. */
+	if (s->kernel && !file_readable("kernel", s->kernel, errp))
 		return false;
+	if (!s->kernel && (s->initrd || s->append))
+		return err_set(errp, ERR_INVAL, "%s given without a kernel",
+			       s->initrd ? "initrd" : "kernel command line");
+	if (!s->kernel && !s->ndisks)
+		return err_set(errp, ERR_INVAL, "nothing to boot: no kernel and no disk");
 	if (s->initrd && !file_readable("initrd", s->initrd, errp))
 		return false;
 	if (s->ndisks > MIG_MAX_DISKS)
@@ -176,8 +182,10 @@ static void build_argv(const struct mig_qemu_spec *s, const char *qemu, struct a
 	arg(a, "%u", s->cpus);
 	arg(a, "-m");
 	arg(a, "%lluK", (unsigned long long)(s->mem_bytes >> 10));
-	arg(a, "-kernel");
-	arg(a, "%s", s->kernel);
+	if (s->kernel) {
+		arg(a, "-kernel");
+		arg(a, "%s", s->kernel);
+	}
 	if (s->initrd) {
 		arg(a, "-initrd");
 		arg(a, "%s", s->initrd);
@@ -203,7 +211,8 @@ static void build_argv(const struct mig_qemu_spec *s, const char *qemu, struct a
 		arg(a, "if=none,id=drive%u,file=%s,format=%s,cache=%s", i, s->disks[i],
 		    is_qcow2(s->disks[i]) ? "qcow2" : "raw", cache_mode(s->disks[i]));
 		arg(a, "-device");
-		arg(a, "virtio-blk-pci,drive=drive%u,id=vd%u", i, i);
+		arg(a, "virtio-blk-pci,drive=drive%u,id=vd%u%s", i, i,
+		    !s->kernel && i == 0 ? ",bootindex=0" : "");
 	}
 	if (s->paused)
 		arg(a, "-S");

@@ -84,5 +84,58 @@ expect_script 2 "'frob'" "$TOP/scripts/testbed" frob
 # The guest build names a missing output dir argument.
 expect_script 2 "usage" "$TOP/scripts/build-guest.sh"
 
+# vmctl: bad input names the value, exits 2 and changes nothing. Cases that
+# need the store run against a standalone vmmd of our own (killed by pid).
+C="$B/vmctl"
+export VMM_SOCKET=$tmp/vmmd.sock VMM_DATA_DIR=$tmp/data VMM_RUN_DIR=$tmp/run VMM_ACCEL=tcg
+expect 2 "unknown command 'frob'" "$C" frob
+expect 2 "missing option '--memory'" "$C" create 106
+expect 2 "invalid VMID 'abc'" "$C" create abc --memory 512
+expect 2 "invalid VMID '99': must be 100 to 999999999" "$C" create 99 --memory 512
+expect 2 "invalid VMID '0106': leading zero" "$C" config 0106
+expect 2 "invalid memory '0'" "$C" create 106 --memory 0
+expect 2 "invalid memory '1G'" "$C" create 106 --memory 1G
+expect 2 "invalid cores 'two'" "$C" create 106 --memory 512 --cores two
+expect 2 "invalid name 'a;b'" "$C" create 106 --memory 512 --name 'a;b'
+expect 2 "invalid disk size '5Q'" "$C" create 106 --memory 512 --disk local:5Q
+expect 2 "invalid disk size '0'" "$C" create 106 --memory 512 --disk local:0
+expect 2 "invalid --disk 'local'" "$C" create 106 --memory 512 --disk local
+expect 2 "invalid storage ID 'Local!'" "$C" create 106 --memory 512 --disk 'Local!:1G'
+expect 2 "cannot use kernel '/nonexistent/vmlinux'" "$C" create 106 --memory 512 --kernel /nonexistent/vmlinux
+expect 2 "initrd needs a kernel" "$C" create 106 --memory 512 --initrd "$tmp/kernel"
+expect 2 "invalid append 'a\x0ab'" "$C" create 106 --memory 512 --kernel "$tmp/kernel" --append $'a\nb'
+expect 2 "invalid output format 'xml'" "$C" list --output xml
+expect 2 "nothing to change" "$C" set 106
+expect 2 "cannot delete 'virtio0'" "$C" set 106 --delete virtio0
+expect 2 "invalid --timeout 'soon'" "$C" shutdown 106 --timeout soon
+expect 1 "cannot reach vmmd at '$tmp/vmmd.sock'" "$C" list
+"$B/vmmd" run --standalone --node uno --data-dir "$tmp/data" --socket "$tmp/vmmd.sock" \
+  >"$tmp/vmmd.log" 2>&1 &
+vmmd_pid=$!
+trap 'kill "$vmmd_pid" 2>/dev/null; wait "$vmmd_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do [ -S "$tmp/vmmd.sock" ] && break; sleep 0.1; done
+# A second storage whose images/ is a file: allocation fails after the first disk.
+mkdir -p "$tmp/broken" && touch "$tmp/broken/images"
+"$B/vmstore" put storage.cfg "$(printf 'dir: local\n\tpath %s\n\ndir: broken\n\tpath %s\n\ndir: off\n\tpath %s\n\tdisable\n' "$tmp/data" "$tmp/broken" "$tmp")" >/dev/null
+"$B/vmstore" create guests/200 $'node: due\nmemory: 256\n' >/dev/null
+"$C" create 106 --memory 512 --disk local:1M >/dev/null 2>&1 || { echo "cli: FAIL: vmctl create 106"; fail=$((fail + 1)); }
+before=$("$B/vmstore" list)
+expect 2 "VMID 106 already exists" "$C" create 106 --memory 512
+expect 2 "VMID 1000000 is outside the range 100..999999" "$C" create 1000000 --memory 512
+expect 2 "unknown storage 'nfs' (storages: local, broken, off)" "$C" create 107 --memory 512 --disk nfs:1G
+expect 2 "storage 'off' is disabled" "$C" create 107 --memory 512 --disk off:1G
+expect 1 "cannot create directory '$tmp/broken/images/107'" "$C" create 107 --memory 512 --disk local:1M --disk broken:1M
+expect 2 "guest 107 does not exist" "$C" config 107
+expect 2 "guest 107 does not exist" "$C" start 107
+expect 2 "guest 107 does not exist" "$C" destroy 107
+expect 2 "guest 107 does not exist" "$C" set 107 --name x
+expect 2 "guest 200 is owned by due (this is uno)" "$C" start 200
+expect 2 "guest 200 is owned by due (this is uno)" "$C" destroy 200
+expect 2 "guest 200 is owned by due (this is uno): change memory there" "$C" set 200 --memory 1024
+expect 1 "guest 106 is not running" "$C" stop 106
+[ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmctl input changed the store"; fail=$((fail + 1)); }
+[ ! -e "$tmp/data/images/107" ] || { echo "cli: FAIL: failed vmctl create left $tmp/data/images/107"; fail=$((fail + 1)); }
+kill "$vmmd_pid"; wait "$vmmd_pid" 2>/dev/null
+
 echo "cli: $pass passed, $fail failed"
 [ $fail -eq 0 ]
