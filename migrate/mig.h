@@ -49,7 +49,7 @@ bool mig_accel_parse(const char *s, enum mig_accel *out, struct err **errp);
  * "VMTEST READY mode=probe" on the first serial port and power off. */
 struct mig_probe {
 	const char *qemu;     /* QEMU binary */
-	const char *kernel;   /* NULL: the firmware boots the first disk */
+	const char *kernel;
 	const char *initrd;
 	const char *cache_dir; /* where the verdict is kept; NULL = no cache */
 	int timeout_ms;
