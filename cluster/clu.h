@@ -109,6 +109,14 @@ bool clu_store_dump(struct clu_store *s, size_t max_bytes, clu_store_chunk_fn fn
 bool clu_store_replace(struct clu_store *s, uint64_t version, struct json_object *const *chunks,
 		       unsigned nchunks, struct err **errp);
 
+/* Checks the value of a key the cluster understands (datacenter.cfg,
+ * storage.cfg, guests/<vmid>, nodes/<name>, cluster/corosync.conf) with
+ * its parser; other keys pass. vmmd refuses a write that fails this. */
+bool clu_value_check(const char *key, const char *value, struct err **errp);
+
+/* config_version in a corosync.conf text, 0 if none. */
+uint64_t clu_cc_text_version(const char *text);
+
 /* Lock values are {"owner":..,"expires_ms":..}; parses one. */
 bool clu_lock_parse(const char *value, char *owner, size_t owner_len, int64_t *expires_ms);
 

@@ -339,3 +339,31 @@ bool clu_cs_node_name(struct clu_daemon *d, char *out, size_t len)
 	cmap_finalize(h);
 	return found;
 }
+
+struct json_object *clu_cs_node_links(struct clu_daemon *d)
+{
+	struct json_object *links = json_object_new_array();
+	cmap_handle_t h;
+
+	if (cmap_initialize(&h) != CS_OK)
+		return links;
+	for (int i = 0; i < CLU_MAX_MEMBERS; i++) {
+		char key[64];
+		uint32_t id;
+
+		snprintf(key, sizeof(key), "nodelist.node.%d.nodeid", i);
+		if (cmap_get_uint32(h, key, &id) != CS_OK || id != d->nodeid)
+			continue;
+		for (int l = 0; l < 8; l++) {
+			char *addr = NULL;
+
+			snprintf(key, sizeof(key), "nodelist.node.%d.ring%d_addr", i, l);
+			if (cmap_get_string(h, key, &addr) == CS_OK && addr) {
+				json_object_array_add(links, json_object_new_string(addr));
+				free(addr);
+			}
+		}
+	}
+	cmap_finalize(h);
+	return links;
+}

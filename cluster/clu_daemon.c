@@ -269,12 +269,57 @@ static bool snap_chunk_send(struct json_object *chunk, bool last, void *opaque)
 	return ok;
 }
 
+/* Keeps nodes/<this node> = {"nodeid","links","maintenance"} current; the
+ * maintenance flag belongs to drain and is carried over untouched. */
+static void register_node(struct clu_daemon *d)
+{
+	_cleanup_free_ char *key = NULL, *cur = NULL;
+	_cleanup_json_ struct json_object *want = json_object_new_object(), *old = NULL;
+	struct json_object *m = NULL, *links;
+	struct clu_op op = { .kind = CLU_OP_PUT, .if_version = -1 };
+	struct clu_pending *p;
+	struct err *e = NULL;
+
+	if (!d->node[0] || asprintf(&key, "nodes/%s", d->node) < 0)
+		return;
+	links = d->standalone ? json_object_new_array() : clu_cs_node_links(d);
+	json_object_object_add(want, "nodeid", json_object_new_int64(d->nodeid));
+	json_object_object_add(want, "links", links);
+	cur = clu_store_get(d->store, key, NULL, NULL);
+	old = cur ? json_tokener_parse(cur) : NULL;
+	if (old && json_object_object_get_ex(old, "maintenance", &m))
+		json_object_object_add(want, "maintenance", json_object_get(m));
+	else
+		json_object_object_add(want, "maintenance", json_object_new_boolean(false));
+	if (old && json_object_equal(old, want))
+		return;
+	op.key = key;
+	op.value = json_object_to_json_string_ext(want, JSON_C_TO_STRING_PLAIN);
+	op.ts_ms = wall_ms();
+	if (d->standalone) {
+		if (!clu_store_apply(d->store, &op, &e))
+			log_warn("cannot register node %s: %s", d->node, e->msg);
+		err_free(e);
+		return;
+	}
+	if (d->state != CLU_D_SYNCED || !d->quorate || !(p = pending_new(d, -1, 0)))
+		return;
+	p->op = clu_op_to_json(&op);
+	p->deadline_ms = util_now_ms() + 10000;
+	if (!send_op(d, p, &e)) {
+		log_warn("cannot register node %s: %s", d->node, e->msg);
+		err_free(e);
+		pending_free(p);
+	}
+}
+
 static void sync_done(struct clu_daemon *d)
 {
 	d->syncs++;
 	drop_snapshot(d);
 	clu_daemon_set_state(d, CLU_D_SYNCED);
 	clu_cc_follow(d); /* a node that was away may have missed a change */
+	register_node(d);
 }
 
 /* Every member announced: pick the leader; finish or ship the store. */
@@ -390,9 +435,13 @@ void clu_daemon_deliver(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, con
 
 void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view, unsigned n)
 {
+	bool regained = quorate && !d->quorate;
+
 	if (d->quorate != quorate)
 		log_info("quorum %s", quorate ? "regained" : "lost: writes are refused");
 	d->quorate = quorate;
+	if (regained)
+		register_node(d);
 	d->nview = n < CLU_MAX_MEMBERS ? n : CLU_MAX_MEMBERS;
 	memcpy(d->view, view, d->nview * sizeof(*view));
 }
@@ -467,7 +516,9 @@ static void do_write(struct clu_daemon *d, int c, int64_t id, struct json_object
 	json_object_object_add(copy, "ts_ms", json_object_new_int64(wall_ms()));
 	if (!jstr(copy, "owner"))
 		json_object_object_add(copy, "owner", json_object_new_string(d->node));
-	if (!clu_op_from_json(copy, &op, &e)) {
+	if (!clu_op_from_json(copy, &op, &e) ||
+	    ((op.kind == CLU_OP_PUT || op.kind == CLU_OP_CREATE) &&
+	     !clu_value_check(op.key, op.value, &e))) {
 		json_object_put(copy);
 		goto fail;
 	}
@@ -673,6 +724,7 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 			gethostname(d->node, sizeof(d->node));
 		d->state = CLU_D_STANDALONE;
 		log_info("standalone node %s (no %s): always quorate", d->node, ccpath);
+		register_node(d);
 	} else {
 		d->state = CLU_D_DISCONNECTED;
 	}

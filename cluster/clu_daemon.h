@@ -114,6 +114,8 @@ bool clu_cs_mcast(struct clu_daemon *d, struct json_object *msg, struct err **er
 /* Adds votequorum and cmap facts to a status object. */
 void clu_cs_status(struct clu_daemon *d, struct json_object *st);
 bool clu_cs_set_expected(struct clu_daemon *d, unsigned votes, struct err **errp);
+/* This node's link addresses from corosync's nodelist (new array). */
+struct json_object *clu_cs_node_links(struct clu_daemon *d);
 /* Node name for our nodeid from corosync's nodelist, if any. */
 bool clu_cs_node_name(struct clu_daemon *d, char *out, size_t len);
 
@@ -128,8 +130,6 @@ void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view,
 void clu_daemon_request(struct clu_daemon *d, int client, struct json_object *req);
 
 /* clu_daemon_cc.c: cluster configuration follows the store */
-/* config_version in a corosync.conf text, 0 if none. */
-uint64_t clu_cc_version(const char *text);
 /* The store's cluster/corosync.conf changed: install it if newer. */
 void clu_cc_follow(struct clu_daemon *d);
 /* Standalone: switch to cluster mode if DATA_DIR/corosync.conf appeared. */

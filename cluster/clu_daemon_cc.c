@@ -27,7 +27,7 @@
 
 #define CC_KEY "cluster/corosync.conf"
 
-uint64_t clu_cc_version(const char *text)
+uint64_t clu_cc_text_version(const char *text)
 {
 	const char *p = text;
 
@@ -68,9 +68,9 @@ void clu_cc_follow(struct clu_daemon *d)
 	text = clu_store_get(d->store, CC_KEY, NULL, NULL);
 	if (!text)
 		return;
-	want = clu_cc_version(text);
+	want = clu_cc_text_version(text);
 	mine = util_read_file(d->cc_path, 1 << 20, NULL);
-	have = mine ? clu_cc_version(mine) : 0;
+	have = mine ? clu_cc_text_version(mine) : 0;
 	if (want <= have)
 		return;
 	log_info("cluster configuration version %" PRIu64 " replaces %" PRIu64 " in %s", want,
