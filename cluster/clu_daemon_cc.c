@@ -17,6 +17,7 @@
 #include "../common/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,6 +51,12 @@ static void run_reload(void)
 	int st;
 
 	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
 		execlp("corosync-cfgtool", "corosync-cfgtool", "-R", (char *)NULL);
 		_exit(127);
 	}

@@ -29,8 +29,9 @@ tb up 3 >/dev/null
 for n in uno due tre; do vmmd_start $n; done
 wait_synced uno due tre
 one=$("$SB" write "$RUN/uno/vmmd.sock" "$N" bench)
-for n in uno due tre; do "$SB" write "$RUN/$n/vmmd.sock" "$N" "par/$n" >"$RUN/$n.par" & done
-wait
+pids=()
+for n in uno due tre; do "$SB" write "$RUN/$n/vmmd.sock" "$N" "par/$n" >"$RUN/$n.par" & pids+=($!); done
+wait "${pids[@]}"
 par_rate=$(cat "$RUN"/*.par | awk -F'writes_per_s=' '{s += $2} END {printf "%.0f", s}')
 
 # 10,000 guest configs: fill, then time loading the store and the CLI baseline.

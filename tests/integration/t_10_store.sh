@@ -23,18 +23,21 @@ note "write on uno visible on due and tre after ${ms} ms"
 [ "$ms" -lt 1000 ] || die "write took ${ms} ms to reach all nodes"
 
 # 2. 300 concurrent writes from all three nodes: identical stores.
+pids=()
 for n in uno due tre; do
   ( for i in $(seq 1 100); do st $n put "test/$n/$i" "v$i" >/dev/null || echo "write $n/$i failed"; done ) >"$RUN/$n.w" 2>&1 &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"   # not a bare wait: the vmmds run in the background too
 cat "$RUN"/*.w | grep -q failed && die "concurrent writes failed: $(cat "$RUN"/*.w)"
 sums=$(for n in uno due tre; do echo "$(st_field $n version)/$(st_field $n checksum)"; done | sort -u)
 [ "$(wc -l <<<"$sums")" -eq 1 ] || die "stores differ after concurrent writes: $sums"
 note "after 300 concurrent writes all nodes at $sums"
 # VMIDs are unique cluster-wide: two nodes creating the same key, exactly one wins.
 ( st uno create guests/200 "node: uno" >"$RUN/c1" 2>&1; echo $? >"$RUN/c1.rc" ) &
+p1=$!
 ( st due create guests/200 "node: due" >"$RUN/c2" 2>&1; echo $? >"$RUN/c2.rc" ) &
-wait
+wait $p1 $!
 [ "$(cat "$RUN/c1.rc")$(cat "$RUN/c2.rc")" = 01 ] || [ "$(cat "$RUN/c1.rc")$(cat "$RUN/c2.rc")" = 10 ] ||
   die "concurrent create: rcs $(cat "$RUN/c1.rc") $(cat "$RUN/c2.rc")"
 grep -qh "already exists" "$RUN/c1" "$RUN/c2" || die "loser got no clear error"
