@@ -82,7 +82,7 @@ vmmd_stop() { local p; p=$(cat "$RUN/$1/vmmd.pid" 2>/dev/null) && kill "$p" 2>/d
 st() { VMM_SOCKET=$RUN/$1/vmmd.sock "$VMSTORE" "${@:2}"; }
 
 # st_field NODE FIELD: one field of NODE's vmmd status.
-st_field() { st "$1" status | grep -oE "\"$2\":(\"[^\"]*\"|[a-z0-9]+)" | head -1 | cut -d: -f2 | tr -d '"'; }
+st_field() { st "$1" status 2>/dev/null | grep -oE "\"$2\":(\"[^\"]*\"|[a-z0-9]+)" | head -1 | cut -d: -f2 | tr -d '"'; }
 
 # wait_synced NODE... : until each vmmd is synced and quorate (10 s).
 wait_synced() {

@@ -12,6 +12,9 @@ scenarios=("$@")
 for t in "${scenarios[@]}"; do
   [ -f "$t" ] || t=$here/$t
   name=$(basename "$t" .sh)
+  # A clean slate, whatever an earlier (killed) run left behind.
+  "$here/../../scripts/testbed" down >/dev/null 2>&1 || true
+  rm -rf "${VMM_TEST_RUN:-/run/vmm-tests}"
   start=$(date +%s.%N)
   log=$B/itest-$name.log
   if bash "$t" >"$log" 2>&1; then

@@ -16,11 +16,12 @@ wait_console "$RUN/f1" 'VMTEST OK' 2 30
 # 1. Target QEMU dies in the middle of the transfer (slow bandwidth keeps it in flight).
 guest_start due f1-in "$MEM_512M" "$app" --incoming
 ( sleep 1.5; kill -9 "$(pid_of "$RUN/f1-in")" ) &
+killer=$!
 if "$VMGUEST" migrate --from "$RUN/f1" --to "$RUN/f1-in" --uri "tcp:$(tb addr due migration):61001" \
      --max-bandwidth 20M --timeout 60 2>"$RUN/err"; then
   die "migration to a killed target succeeded"
 fi
-wait
+wait $killer
 echo "error was: $(cat "$RUN/err")"
 [ "$(wc -l < "$RUN/err")" -eq 1 ] || die "expected a one-line error, got: $(cat "$RUN/err")"
 "$VMGUEST" status --dir "$RUN/f1" | grep -q '^running ' || die "source not running after failed migration"

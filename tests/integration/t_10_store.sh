@@ -34,9 +34,10 @@ sums=$(for n in uno due tre; do echo "$(st_field $n version)/$(st_field $n check
 [ "$(wc -l <<<"$sums")" -eq 1 ] || die "stores differ after concurrent writes: $sums"
 note "after 300 concurrent writes all nodes at $sums"
 # VMIDs are unique cluster-wide: two nodes creating the same key, exactly one wins.
-( st uno create guests/200 "node: uno" >"$RUN/c1" 2>&1; echo $? >"$RUN/c1.rc" ) &
+# (set -e would end the losing subshell before it records its status.)
+( rc=0; st uno create guests/200 "node: uno" >"$RUN/c1" 2>&1 || rc=$?; echo $rc >"$RUN/c1.rc" ) &
 p1=$!
-( st due create guests/200 "node: due" >"$RUN/c2" 2>&1; echo $? >"$RUN/c2.rc" ) &
+( rc=0; st due create guests/200 "node: due" >"$RUN/c2" 2>&1 || rc=$?; echo $rc >"$RUN/c2.rc" ) &
 wait $p1 $!
 [ "$(cat "$RUN/c1.rc")$(cat "$RUN/c2.rc")" = 01 ] || [ "$(cat "$RUN/c1.rc")$(cat "$RUN/c2.rc")" = 10 ] ||
   die "concurrent create: rcs $(cat "$RUN/c1.rc") $(cat "$RUN/c2.rc")"

@@ -112,9 +112,12 @@ expect_fail 2 "guest 130 does not exist" due config 130
 # 6. One VMID created on uno and due at once: exactly one wins; the loser
 #    allocated nothing (each node's "local" is its own data dir).
 for vmid in 140 141 142; do
-  ( ctl uno create $vmid --memory 256 --disk local:16M >"$RUN/c.uno" 2>&1; echo $? >"$RUN/rc.uno" ) &
-  ( ctl due create $vmid --memory 256 --disk local:16M >"$RUN/c.due" 2>&1; echo $? >"$RUN/rc.due" ) &
-  wait
+  # Own pids, not a bare wait (the vmmds run in the background); set -e
+  # must not end the losing subshell before it records its status.
+  ( rc=0; ctl uno create $vmid --memory 256 --disk local:16M >"$RUN/c.uno" 2>&1 || rc=$?; echo $rc >"$RUN/rc.uno" ) &
+  p1=$!
+  ( rc=0; ctl due create $vmid --memory 256 --disk local:16M >"$RUN/c.due" 2>&1 || rc=$?; echo $rc >"$RUN/rc.due" ) &
+  wait $p1 $!
   rcs="$(cat "$RUN/rc.uno") $(cat "$RUN/rc.due")"
   case $rcs in
     "0 2") win=uno lose=due ;;
