@@ -21,13 +21,13 @@ median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "nan"; else print a[i
 run_case() {
   local name=$1 app=$2 runs=$3 timeout=$4; shift 4
   local cur=uno other=due dir="$RUN/$name-0" i out
-  guest_start "$cur" "$name-0" "$MEM_1G" "$app" >/dev/null
+  guest_start "$cur" "$name-0" "$MEM_1G" "$app" >/dev/null 2>>"$RUN/bench.log"
   wait_console "$dir" 'VMTEST OK' 2 40
   for ((i = 1; i <= runs; i++)); do
     local next="$RUN/$name-$i"
-    guest_start "$other" "$name-$i" "$MEM_1G" "$app" --incoming >/dev/null
+    guest_start "$other" "$name-$i" "$MEM_1G" "$app" --incoming >/dev/null 2>>"$RUN/bench.log"
     if out=$("$VMGUEST" migrate --from "$dir" --to "$next" --output json --timeout "$timeout" \
-              --uri "tcp:$(tb addr "$other" migration):61000" "$@" | tail -1) &&
+              --uri "tcp:$(tb addr "$other" migration):61000" "$@" 2>>"$RUN/bench.log" | tail -1) &&
        grep -q '"event":"done"' <<<"$out"; then
       echo "$(field "$out" total_ms) $(field "$out" downtime_ms) $(field "$out" mbps) $(field "$out" passes)"
       dir=$next; local t=$cur; cur=$other; other=$t

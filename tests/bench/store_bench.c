@@ -74,7 +74,7 @@ static int do_fill(const char *sock, long n, const char *prefix)
 {
 	struct err *e = NULL;
 	struct clu_client *c = clu_client_open(sock, &e);
-	char key[128], *val = value_of(300);
+	char key[128], val[512], pad[200];
 	int64_t t0 = now_us();
 
 	if (!c) {
@@ -84,7 +84,14 @@ static int do_fill(const char *sock, long n, const char *prefix)
 	for (long i = 0; i < n; i++) {
 		struct clu_op op = { .kind = CLU_OP_PUT, .key = key, .value = val, .if_version = -1 };
 
+		/* A real guest record (vmmd validates it), about 300 bytes. */
+		memset(pad, 'x', sizeof(pad) - 1);
+		pad[sizeof(pad) - 1] = '\0';
 		snprintf(key, sizeof(key), "%s/%ld", prefix, 100 + i);
+		snprintf(val, sizeof(val),
+			 "node: bench\n# %s\nname: vm%ld\nmemory: 1024\ncores: 2\n"
+			 "virtio0: local:%ld/vm-%ld-disk-0.raw,size=32G\n",
+			 pad + 120, 100 + i, 100 + i, 100 + i);
 		if (!clu_client_write(c, &op, NULL, &e)) {
 			fprintf(stderr, "store_bench: fill %ld: %s\n", i, e->msg);
 			return 1;
@@ -92,7 +99,6 @@ static int do_fill(const char *sock, long n, const char *prefix)
 	}
 	printf("n=%ld secs=%.3f\n", n, (double)(now_us() - t0) / 1e6);
 	clu_client_close(c);
-	free(val);
 	return 0;
 }
 
