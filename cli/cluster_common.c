@@ -559,35 +559,7 @@ char *cli_cc_shell_quote(const char *s)
 bool cli_cc_write_file(const char *path, const void *data, size_t len, int mode,
 		       struct err **errp)
 {
-	_cleanup_free_ char *dir = strdup(path), *tmp = NULL;
-	char *slash;
-	int fd;
-
-	if (!dir || asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
-		return err_set(errp, ERR_IO, "out of memory");
-	slash = strrchr(dir, '/');
-	if (slash && slash != dir) {
-		*slash = '\0';
-		if (!util_mkdir_p(dir, 0755, errp))
-			return false;
-	}
-	unlink(tmp);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
-	if (fd < 0)
-		return err_set_errno(errp, errno, "cannot create '%s'", tmp);
-	if (fchmod(fd, (mode_t)mode) < 0 || !util_write_all(fd, data, len, errp) || fsync(fd) < 0) {
-		err_set_errno(errp, errno, "cannot write '%s'", tmp);
-		close(fd);
-		unlink(tmp);
-		return false;
-	}
-	close(fd);
-	if (rename(tmp, path) < 0) {
-		err_set_errno(errp, errno, "cannot rename '%s' to '%s'", tmp, path);
-		unlink(tmp);
-		return false;
-	}
-	return true;
+	return util_write_file_bytes(path, data, len, mode, errp);
 }
 
 bool cli_cc_read_file(const char *path, size_t max, unsigned char **data, size_t *len,

@@ -150,29 +150,6 @@ const char *cli_ctl_data_dir(void)
 	return d && *d ? d : DATA_DIR_DEFAULT;
 }
 
-/* QEMU's command line names its run dir ("<dir>/qmp.sock"): the trailing
- * '/' keeps guest 100 from matching guest 1000's QEMU. */
-static bool cmdline_names(pid_t pid, const char *dir)
-{
-	char path[64], buf[8192], want[600];
-	_cleanup_close_ int fd = -1;
-	ssize_t n;
-
-	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
-	snprintf(want, sizeof(want), "%s/", dir);
-	fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return false;
-	n = read(fd, buf, sizeof(buf) - 1);
-	if (n <= 0)
-		return false;
-	for (ssize_t i = 0; i < n; i++)
-		if (!buf[i])
-			buf[i] = ' ';
-	buf[n] = '\0';
-	return strstr(buf, want) != NULL;
-}
-
 bool cli_ctl_running(uint32_t vmid, pid_t *pid)
 {
 	char dir[512], file[600];
@@ -186,7 +163,7 @@ bool cli_ctl_running(uint32_t vmid, pid_t *pid)
 		return false;
 	txt[strcspn(txt, "\n")] = '\0';
 	if (!util_parse_u64(txt, 1, INT32_MAX, "pid", &v, NULL) ||
-	    !util_pid_alive((pid_t)v) || !cmdline_names((pid_t)v, dir))
+	    !util_pid_alive((pid_t)v) || !mig_qemu_pid_is_guest((pid_t)v, dir))
 		return false;
 	if (pid)
 		*pid = (pid_t)v;

@@ -166,18 +166,27 @@ char *util_read_file(const char *path, size_t max, struct err **errp)
 	return TAKE_PTR(buf);
 }
 
-bool util_write_file(const char *path, const char *data, int mode,
-		     struct err **errp)
+bool util_write_file_bytes(const char *path, const void *data, size_t len, int mode,
+			  struct err **errp)
 {
-	_cleanup_free_ char *tmp = NULL;
+	_cleanup_free_ char *dir = strdup(path), *tmp = NULL;
+	char *slash;
 	int fd;
 
-	if (asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
+	if (!dir || asprintf(&tmp, "%s.tmp.%d", path, (int)getpid()) < 0)
 		return err_set(errp, ERR_IO, "out of memory");
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	slash = strrchr(dir, '/');
+	if (slash && slash != dir) {
+		*slash = '\0';
+		if (!util_mkdir_p(dir, 0755, errp))
+			return false;
+	}
+	unlink(tmp); /* a leftover of a crashed writer with our pid */
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
 	if (fd < 0)
 		return err_set_errno(errp, errno, "cannot create '%s'", tmp);
-	if (!util_write_all(fd, data, strlen(data), errp) || fsync(fd) < 0) {
+	/* fchmod: the mode must not depend on the caller's umask (keys: 0400). */
+	if (fchmod(fd, (mode_t)mode) < 0 || !util_write_all(fd, data, len, errp) || fsync(fd) < 0) {
 		err_set_errno(errp, errno, "cannot write '%s'", tmp);
 		close(fd);
 		unlink(tmp);
@@ -190,6 +199,11 @@ bool util_write_file(const char *path, const char *data, int mode,
 		return false;
 	}
 	return true;
+}
+
+bool util_write_file(const char *path, const char *data, int mode, struct err **errp)
+{
+	return util_write_file_bytes(path, data, strlen(data), mode, errp);
 }
 
 bool util_pid_alive(pid_t pid)

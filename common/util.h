@@ -39,7 +39,11 @@ bool util_write_all(int fd, const void *buf, size_t len, struct err **errp);
  * string owned by the caller. */
 char *util_read_file(const char *path, size_t max, struct err **errp);
 
-/* Writes a file atomically (temp file + rename) with the given mode. */
+/* Writes a file atomically (temp file + fsync + rename) with exactly the
+ * given mode, creating its directory if needed. */
+bool util_write_file_bytes(const char *path, const void *data, size_t len, int mode,
+			  struct err **errp);
+/* util_write_file_bytes for a string. */
 bool util_write_file(const char *path, const char *data, int mode,
 		     struct err **errp);
 

@@ -111,6 +111,10 @@ void mig_qemu_release(struct mig_qemu *g);
 /* Waits until the process is gone (reaping it if it is our child). */
 bool mig_qemu_wait_exit(struct mig_qemu *g, int timeout_ms);
 
+/* True if pid is the QEMU whose run dir is dir (guards kill() against
+ * recycled pids). */
+bool mig_qemu_pid_is_guest(pid_t pid, const char *dir);
+
 /* The last non-empty line of qemu.log in dir, or NULL (caller frees). */
 char *mig_qemu_last_words(const char *dir);
 

@@ -462,14 +462,16 @@ fail:
 }
 
 /* Guards against signalling a recycled pid: QEMU's command line names its
- * own run dir. */
-static bool pid_is_guest(pid_t pid, const char *dir)
+ * own run dir ("<dir>/qmp.sock"); the trailing '/' keeps guest 100's dir
+ * from matching guest 1000's QEMU. */
+bool mig_qemu_pid_is_guest(pid_t pid, const char *dir)
 {
-	char path[64], buf[8192];
+	char path[64], buf[8192], want[600];
 	_cleanup_close_ int fd = -1;
 	ssize_t n;
 
 	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	snprintf(want, sizeof(want), "%s/", dir);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return false;
@@ -480,7 +482,7 @@ static bool pid_is_guest(pid_t pid, const char *dir)
 		if (!buf[i])
 			buf[i] = ' ';
 	buf[n] = '\0';
-	return strstr(buf, dir) != NULL;
+	return strstr(buf, want) != NULL;
 }
 
 struct mig_qemu *mig_qemu_attach(const char *dir, int timeout_ms, struct err **errp)
@@ -502,7 +504,7 @@ struct mig_qemu *mig_qemu_attach(const char *dir, int timeout_ms, struct err **e
 	pidtxt[strcspn(pidtxt, "\n")] = '\0';
 	if (!util_parse_u64(pidtxt, 1, INT32_MAX, "pid in qemu.pid", &pid, errp))
 		return NULL;
-	if (!util_pid_alive((pid_t)pid) || !pid_is_guest((pid_t)pid, dir)) {
+	if (!util_pid_alive((pid_t)pid) || !mig_qemu_pid_is_guest((pid_t)pid, dir)) {
 		err_set(errp, ERR_NOTFOUND, "no guest running in '%s' (pid %llu is gone)",
 			dir, (unsigned long long)pid);
 		return NULL;
@@ -537,10 +539,10 @@ bool mig_qemu_stop(struct mig_qemu *g, int timeout_ms, struct err **errp)
 		g->qmp = NULL;
 	}
 	if (!mig_qemu_wait_exit(g, timeout_ms / 2)) {
-		if (g->child || pid_is_guest(g->pid, g->dir))
+		if (g->child || mig_qemu_pid_is_guest(g->pid, g->dir))
 			kill(g->pid, SIGTERM);
 		if (!mig_qemu_wait_exit(g, 2000)) {
-			if (g->child || pid_is_guest(g->pid, g->dir))
+			if (g->child || mig_qemu_pid_is_guest(g->pid, g->dir))
 				kill(g->pid, SIGKILL);
 			if (!mig_qemu_wait_exit(g, 5000))
 				ok = err_set(errp, ERR_CHILD,
