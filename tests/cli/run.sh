@@ -114,6 +114,16 @@ expect 1 "cannot reach vmmd at '$tmp/vmmd.sock'" "$C" list
 vmmd_pid=$!
 trap 'kill "$vmmd_pid" 2>/dev/null; wait "$vmmd_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do [ -S "$tmp/vmmd.sock" ] && break; sleep 0.1; done
+# Config keys are checked by vmmd before any node sees them: one line
+# naming file, line and value; the store does not change.
+ver_before=$("$S" status | grep -oE '"version":[0-9]+')
+expect 2 "datacenter.cfg:1: invalid CIDR '10.1.2.0/33' in migration network" \
+  "$S" put datacenter.cfg 'migration: secure,network=10.1.2.0/33'
+expect 2 "datacenter.cfg:2: unknown key 'max_wrokers'" \
+  "$S" put datacenter.cfg "$(printf 'migration: insecure\nmax_wrokers: 4')"
+expect 2 "storage.cfg:1: unsupported storage type 'zfs'" "$S" put storage.cfg "$(printf 'zfs: tank\n\tpool tank\n')"
+[ "$("$S" status | grep -oE '"version":[0-9]+')" = "$ver_before" ] ||
+  { echo "cli: FAIL: refused config writes changed the store"; fail=$((fail + 1)); }
 # A second storage whose images/ is a file: allocation fails after the first disk.
 mkdir -p "$tmp/broken" && touch "$tmp/broken/images"
 "$B/vmstore" put storage.cfg "$(printf 'dir: local\n\tpath %s\n\ndir: broken\n\tpath %s\n\ndir: off\n\tpath %s\n\tdisable\n' "$tmp/data" "$tmp/broken" "$tmp")" >/dev/null

@@ -48,10 +48,13 @@ st tre lock locks/guest/106 --ttl 3 >/dev/null
 st uno lock locks/guest/106 --ttl 3 2>"$RUN/err" && die "lock held by tre was taken"
 grep -q "locked by tre" "$RUN/err" || die "unclear lock error: $(cat "$RUN/err")"
 
-# 4. Kill tre's corosync: uno and due stay quorate and writable.
+# 4. Kill tre's corosync: uno and due stay quorate and writable. tre's
+#    vmmd stays up: it must notice, refuse writes, and reconnect later.
 tb corosync-stop --kill tre
-vmmd_stop tre
 sleep 4.5
+[ "$(st_field tre state)" = disconnected ] || die "tre's vmmd did not notice its corosync died: $(st tre status)"
+if st tre put k/from-tre 1 2>"$RUN/err"; then die "tre accepted a write without corosync"; fi
+grep -qx "vmstore: no quorum" "$RUN/err" || die "tre: expected 'no quorum', got: $(cat "$RUN/err")"
 st uno put k/two-left 1 >/dev/null || die "write refused with 2 of 3 nodes"
 st due get k/two-left >/dev/null
 # tre is gone for good: its lock expires (3 s ttl) and uno takes it.
@@ -81,8 +84,7 @@ after=$(st_field uno version)
 # 7. The others restart and catch up with everything written meanwhile.
 tb corosync-start due
 tb corosync-start tre
-vmmd_start due
-vmmd_start tre
+vmmd_start due        # due's vmmd restarts from its disk copy; tre's reconnects
 tb wait >/dev/null
 wait_synced uno due tre
 for n in due tre; do
@@ -90,7 +92,9 @@ for n in due tre; do
   [ "$(st_field $n checksum)" = "$(st_field uno checksum)" ] || die "$n's store differs from uno's"
   st $n get k/alone/50 >/dev/null || die "$n did not catch up"
 done
-note "due and tre caught up to version $after"
+grep -q "lost corosync" "$RUN/tre/vmmd.log" && grep -q "connected to corosync" "$RUN/tre/vmmd.log" ||
+  die "tre's vmmd log shows no reconnect"
+note "due (restarted) and tre (reconnected) caught up to version $after"
 
 # 8. Bad input: one line, non-zero, store unchanged.
 v=$(st_field uno version)
