@@ -111,7 +111,8 @@ bool clu_store_replace(struct clu_store *s, uint64_t version, struct json_object
 
 /* Checks the value of a key the cluster understands (datacenter.cfg,
  * storage.cfg, guests/<vmid>, nodes/<name>, cluster/corosync.conf) with
- * its parser; other keys pass. vmmd refuses a write that fails this. */
+ * its parser, and replication.cfg (jobs); other keys pass. vmmd refuses a
+ * write that fails this. */
 bool clu_value_check(const char *key, const char *value, struct err **errp);
 
 /* config_version in a corosync.conf text, 0 if none. */

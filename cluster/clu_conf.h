@@ -256,6 +256,43 @@ bool clu_guest_disk_parse(const char *s, const char *where,
 bool clu_guest_disk_format(const struct clu_guest_disk *d, char *buf,
 			   size_t len);
 
+/* ---- replication.cfg (clu_conf_repl.c) --------------------------------
+ *   local: VMID-N            header, VMID 100..999999999, N 0..9999
+ *   	target NODE          required
+ *   	source NODE          optional (set when a migration flips the job)
+ *   	schedule SPEC        default "*\/15"; [A-Za-z0-9*\/:., -], grammar checked later
+ *   	rate MBPS            1..1000000, absent = unlimited
+ *   	comment TEXT         up to 255 bytes
+ *   	disable [0|1]
+ * One job per guest per target; duplicate ids are errors. Structs are
+ * zero-filled before parsing, so memcmp compares them. */
+
+#define CLU_REPL_MAX 1024
+#define CLU_REPL_SCHEDULE_MAX 128
+#define CLU_REPL_COMMENT_MAX 255
+
+struct clu_repl_job {
+	char id[24];
+	uint32_t vmid;
+	unsigned n;
+	char target[CLU_NODE_NAME_MAX + 1];
+	char source[CLU_NODE_NAME_MAX + 1];
+	char schedule[CLU_REPL_SCHEDULE_MAX + 1];
+	uint32_t rate;        /* MB/s, 0 = unlimited */
+	char comment[CLU_REPL_COMMENT_MAX + 1];
+	bool disabled;
+};
+
+struct clu_repl_conf {
+	size_t n;
+	struct clu_repl_job *items; /* owned */
+};
+
+bool clu_repl_parse(const char *text, const char *file, struct clu_repl_conf *out,
+		    struct err **errp);
+char *clu_repl_format(const struct clu_repl_conf *rc, struct err **errp);
+void clu_repl_conf_free(struct clu_repl_conf *rc);
+
 /* ---- Helpers for the clu_conf_*.c parsers (clu_conf_util.c) ----------
  * Not for other folders. */
 

@@ -47,6 +47,13 @@ bool clu_value_check(const char *key, const char *value, struct err **errp)
 		clu_storage_conf_free(&sc);
 		return ok;
 	}
+	if (!strcmp(key, "replication.cfg")) {
+		struct clu_repl_conf rc = { 0 };
+		bool ok = clu_repl_parse(value, "replication.cfg", &rc, errp);
+
+		clu_repl_conf_free(&rc);
+		return ok;
+	}
 	if (!strncmp(key, "guests/", 7)) {
 		_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
 		uint64_t vmid;
