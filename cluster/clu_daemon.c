@@ -692,6 +692,10 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 
 	if (!d)
 		return err_set(errp, ERR_IO, "out of memory");
+	/* The socket changes cluster state and the store holds the cluster's
+	 * config: nothing vmmd creates is for other users, from the first byte
+	 * (chmod after bind would leave a window). */
+	umask(0077);
 	d->listen_fd = d->cpg_fd = d->quorum_fd = d->vq_fd = -1;
 	snprintf(d->node, sizeof(d->node), "%s", o->node ? o->node : "");
 	if (!util_mkdir_p(o->data_dir, 0700, errp) ||
