@@ -1,53 +1,10 @@
-/*
- * fuzz_conf_datacenter.c - libFuzzer target for the datacenter.cfg parser.
- * The input is the file's text (a NUL ends it, as it would the parser's
- * string). Failures must be one-line errors naming the file; successes
- * must format, and the text must read back equal and format identically.
- */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+/* fuzz_conf_datacenter.c - libFuzzer target for datacenter.cfg (see conf_roundtrip.h). */
+#include "conf_roundtrip.h"
 
-#include "cluster/clu_conf.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void check_error(struct err *e)
+static void no_free(struct clu_datacenter *d)
 {
-	if (!e || strncmp(e->msg, "datacenter.cfg:", 15) || strchr(e->msg, '\n'))
-		abort();
-	err_free(e);
+	(void)d;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	struct clu_datacenter dc, back;
-	struct err *e = NULL;
-	char *text = malloc(size + 1), *fmt, *fmt2;
-
-	if (!text)
-		return 0;
-	memcpy(text, data, size);
-	text[size] = '\0';
-	if (!clu_datacenter_parse(text, "datacenter.cfg", &dc, &e)) {
-		check_error(e);
-		free(text);
-		return 0;
-	}
-	if (e)
-		abort(); /* set on success */
-	fmt = clu_datacenter_format(&dc, &e);
-	if (!fmt)
-		abort();
-	if (!clu_datacenter_parse(fmt, "formatted", &back, &e) ||
-	    !clu_datacenter_equal(&dc, &back))
-		abort();
-	fmt2 = clu_datacenter_format(&back, &e);
-	if (!fmt2 || strcmp(fmt, fmt2))
-		abort();
-	free(fmt2);
-	free(fmt);
-	free(text);
-	return 0;
-}
+CONF_FUZZER("datacenter.cfg", struct clu_datacenter, clu_datacenter_parse, clu_datacenter_format,
+	    clu_datacenter_equal, no_free)

@@ -1,53 +1,10 @@
-/*
- * fuzz_conf_guest.c - libFuzzer target for the guest config parser.
- * The input is the file's text (a NUL ends it, as it would the parser's
- * string). Failures must be one-line errors naming the file; successes
- * must format, and the text must read back equal and format identically.
- */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+/* fuzz_conf_guest.c - libFuzzer target for guest configs (see conf_roundtrip.h). */
+#include "conf_roundtrip.h"
 
-#include "cluster/clu_conf.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void check_error(struct err *e)
+static void no_free(struct clu_guest_conf *g)
 {
-	if (!e || strncmp(e->msg, "100.conf:", 9) || strchr(e->msg, '\n'))
-		abort();
-	err_free(e);
+	(void)g;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	static struct clu_guest_conf g, back; /* large */
-	struct err *e = NULL;
-	char *text = malloc(size + 1), *fmt, *fmt2;
-
-	if (!text)
-		return 0;
-	memcpy(text, data, size);
-	text[size] = '\0';
-	if (!clu_guest_parse(text, "100.conf", &g, &e)) {
-		check_error(e);
-		free(text);
-		return 0;
-	}
-	if (e)
-		abort(); /* set on success */
-	fmt = clu_guest_format(&g, &e);
-	if (!fmt)
-		abort();
-	if (!clu_guest_parse(fmt, "formatted", &back, &e) ||
-	    !clu_guest_conf_equal(&g, &back))
-		abort();
-	fmt2 = clu_guest_format(&back, &e);
-	if (!fmt2 || strcmp(fmt, fmt2))
-		abort();
-	free(fmt2);
-	free(fmt);
-	free(text);
-	return 0;
-}
+CONF_FUZZER("100.conf", struct clu_guest_conf, clu_guest_parse, clu_guest_format,
+	    clu_guest_conf_equal, no_free)

@@ -1,55 +1,5 @@
-/*
- * fuzz_conf_storage.c - libFuzzer target for the storage.cfg parser.
- * The input is the file's text (a NUL ends it, as it would the parser's
- * string). Failures must be one-line errors naming the file; successes
- * must format, and the text must read back equal and format identically.
- */
-#include <stddef.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
+/* fuzz_conf_storage.c - libFuzzer target for storage.cfg (see conf_roundtrip.h). */
+#include "conf_roundtrip.h"
 
-#include "cluster/clu_conf.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void check_error(struct err *e)
-{
-	if (!e || strncmp(e->msg, "storage.cfg:", 12) || strchr(e->msg, '\n'))
-		abort();
-	err_free(e);
-}
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	struct clu_storage_conf sc = { 0 }, back = { 0 };
-	struct err *e = NULL;
-	char *text = malloc(size + 1), *fmt, *fmt2;
-
-	if (!text)
-		return 0;
-	memcpy(text, data, size);
-	text[size] = '\0';
-	if (!clu_storage_parse(text, "storage.cfg", &sc, &e)) {
-		check_error(e);
-		free(text);
-		return 0;
-	}
-	if (e)
-		abort(); /* set on success */
-	fmt = clu_storage_format(&sc, &e);
-	if (!fmt)
-		abort();
-	if (!clu_storage_parse(fmt, "formatted", &back, &e) ||
-	    !clu_storage_conf_equal(&sc, &back))
-		abort();
-	fmt2 = clu_storage_format(&back, &e);
-	if (!fmt2 || strcmp(fmt, fmt2))
-		abort();
-	free(fmt2);
-	free(fmt);
-	free(text);
-	clu_storage_conf_free(&sc);
-	clu_storage_conf_free(&back);
-	return 0;
-}
+CONF_FUZZER("storage.cfg", struct clu_storage_conf, clu_storage_parse, clu_storage_format,
+	    clu_storage_conf_equal, clu_storage_conf_free)
