@@ -111,8 +111,7 @@ static int exec_addnode(const struct cli_args *a)
 			return 0;
 		}
 		/* Someone changed it between our read and write: read again. */
-		if (e->code != ERR_STATE || strncmp(e->msg, "'" CLI_CC_KEY "'", strlen(CLI_CC_KEY) + 2) ||
-		    try == TRIES)
+		if (e->code != ERR_CONFLICT || try == TRIES)
 			return cli_report(a, e);
 		err_free(e);
 		e = NULL;

@@ -96,8 +96,7 @@ static int exec_delnode(const struct cli_args *a)
 			       id, cc->config_version);
 			return 0;
 		}
-		if (e->code != ERR_STATE || strncmp(e->msg, "'" CLI_CC_KEY "'", strlen(CLI_CC_KEY) + 2) ||
-		    try == TRIES)
+		if (e->code != ERR_CONFLICT || try == TRIES)
 			return cli_report(a, e);
 		err_free(e);
 		e = NULL;

@@ -229,10 +229,8 @@ static bool write_record(struct clu_client *c, struct clu_guest_rec *r,
 		return err_set(errp, ERR_INVAL, "update of guest %" PRIu32 " without a version",
 			       r->vmid);
 	if (!clu_client_write(c, &op, &version, &e)) {
-		_cleanup_free_ char *now = NULL;
-
-		/* A refused CREATE: asked of the store, not read from the code. */
-		if (kind == CLU_OP_CREATE && get_optional(c, op.key, &now, NULL, NULL) && now) {
+		/* Another node created this VMID first: the user's VMID is taken. */
+		if (kind == CLU_OP_CREATE && e->code == ERR_CONFLICT) {
 			err_free(e);
 			return err_set(errp, ERR_INVAL, "VMID %" PRIu32 " already exists", r->vmid);
 		}

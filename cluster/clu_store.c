@@ -234,14 +234,14 @@ static bool decide(const struct clu_op *op, bool found, const char *cur, uint64_
 	switch (op->kind) {
 	case CLU_OP_CREATE:
 		if (found)
-			return err_set(errp, ERR_STATE, "'%s' already exists", op->key);
+			return err_set(errp, ERR_CONFLICT, "'%s' already exists", op->key);
 		break;
 	case CLU_OP_PUT:
 	case CLU_OP_DELETE:
 		if (op->if_version == 0 && found)
-			return err_set(errp, ERR_STATE, "'%s' already exists", op->key);
+			return err_set(errp, ERR_CONFLICT, "'%s' already exists", op->key);
 		if (op->if_version > 0 && (!found || curver != (uint64_t)op->if_version))
-			return err_set(errp, ERR_STATE,
+			return err_set(errp, ERR_CONFLICT,
 				       "'%s' was changed by someone else (version %" PRIu64
 				       ", expected %" PRId64 ")", op->key, found ? curver : 0,
 				       op->if_version);

@@ -19,6 +19,7 @@ static const char *const code_names[] = {
 	[ERR_QMP] = "qmp",
 	[ERR_CHILD] = "child",
 	[ERR_STATE] = "state",
+	[ERR_CONFLICT] = "conflict",
 };
 _Static_assert(ARRAY_SIZE(code_names) == ERR_CODE_MAX, "code_names");
 

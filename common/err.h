@@ -30,6 +30,7 @@ enum err_code {
 	ERR_QMP,       /* QEMU answered a command with an error */
 	ERR_CHILD,     /* a child process failed */
 	ERR_STATE,     /* the operation is not valid in the current state */
+	ERR_CONFLICT,  /* lost a race: the key exists, or changed since it was read */
 	ERR_CODE_MAX
 };
 

@@ -207,7 +207,7 @@ static void test_store_ops(void **state)
 	v1 = clu_store_version(s);
 	assert_false(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_CREATE,
 		.key = "guests/106", .value = due, .if_version = -1 }, &e));
-	expect_err(&e, ERR_STATE, "already exists");
+	expect_err(&e, ERR_CONFLICT, "already exists");
 	got = clu_store_get(s, "guests/106", &v2, &e);
 	assert_string_equal(got, uno);
 	assert_int_equal(v2, v1);
@@ -218,10 +218,10 @@ static void test_store_ops(void **state)
 		.key = "guests/106", .value = due, .if_version = (int64_t)v1 }, &e));
 	assert_false(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_PUT,
 		.key = "guests/106", .value = uno, .if_version = (int64_t)v1 }, &e));
-	expect_err(&e, ERR_STATE, "changed by someone else");
+	expect_err(&e, ERR_CONFLICT, "changed by someone else");
 	assert_false(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_DELETE,
 		.key = "guests/106", .if_version = (int64_t)v1 }, &e));
-	expect_err(&e, ERR_STATE, "changed by someone else");
+	expect_err(&e, ERR_CONFLICT, "changed by someone else");
 
 	/* The guest lock: another node is refused until it expires. */
 	assert_true(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_LOCK,

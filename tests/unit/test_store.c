@@ -62,7 +62,7 @@ static void test_put_get_versions(void **state)
 	/* Conditional put: the wrong version is refused and changes nothing. */
 	assert_false(apply(s, (struct clu_op){ .kind = CLU_OP_PUT, .key = "guests/106",
 						.value = "x", .if_version = 7 }, &e));
-	assert_int_equal(e->code, ERR_STATE);
+	assert_int_equal(e->code, ERR_CONFLICT);
 	assert_non_null(strstr(e->msg, "changed by someone else"));
 	err_free(e);
 	e = NULL;
@@ -91,6 +91,7 @@ static void test_create_is_exclusive(void **state)
 	assert_false(apply(s, (struct clu_op){ .kind = CLU_OP_CREATE, .key = "guests/106",
 						.value = "node: due\n" }, &e));
 	assert_string_equal(e->msg, "'guests/106' already exists");
+	assert_int_equal(e->code, ERR_CONFLICT);
 	err_free(e);
 	clu_store_close(s);
 }
