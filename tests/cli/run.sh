@@ -124,6 +124,16 @@ expect 2 "datacenter.cfg:2: unknown key 'max_wrokers'" \
 expect 2 "storage.cfg:1: unsupported storage type 'zfs'" "$S" put storage.cfg "$(printf 'zfs: tank\n\tpool tank\n')"
 [ "$("$S" status | grep -oE '"version":[0-9]+')" = "$ver_before" ] ||
   { echo "cli: FAIL: refused config writes changed the store"; fail=$((fail + 1)); }
+# A waiter watching a prefix wakes on a change under it, not on others,
+# and times out with exit 1 when nothing changes.
+"$S" watch watched/ --timeout 10 >"$tmp/watch.out" 2>&1 &
+wpid=$!
+sleep 0.3
+"$S" put elsewhere/x 1 >/dev/null
+"$S" put watched/k 1 >/dev/null
+if wait "$wpid" && grep -q '^watched/k ' "$tmp/watch.out"; then pass=$((pass + 1)); else
+  echo "cli: FAIL: watch did not report watched/k: $(cat "$tmp/watch.out")"; fail=$((fail + 1)); fi
+expect 1 "no change under 'quiet/' within 1 s" "$S" watch quiet/ --timeout 1
 # A second storage whose images/ is a file: allocation fails after the first disk.
 mkdir -p "$tmp/broken" && touch "$tmp/broken/images"
 "$B/vmstore" put storage.cfg "$(printf 'dir: local\n\tpath %s\n\ndir: broken\n\tpath %s\n\ndir: off\n\tpath %s\n\tdisable\n' "$tmp/data" "$tmp/broken" "$tmp")" >/dev/null
