@@ -98,6 +98,15 @@ struct clu_ccconf *cli_cc_read_cluster_conf(struct clu_client *c, int64_t *key_v
 bool cli_cc_write_cluster_conf(struct clu_client *c, const char *text, int64_t key_version,
 			       struct err **errp);
 
+/* Changes the cluster's corosync.conf read-modify-write: edit() changes cc
+ * (or refuses with *errp set), config_version is bumped, and the text is
+ * stored only if nobody changed the key meanwhile; on that conflict the
+ * whole round is retried from a fresh read (a few times). On success *text
+ * (caller frees) and *version are what was written. */
+typedef bool (*cli_cc_edit_fn)(struct clu_ccconf *cc, void *opaque, struct err **errp);
+bool cli_cc_update_cluster_conf(struct clu_client *c, cli_cc_edit_fn edit, void *opaque,
+				char **text, uint64_t *version, struct err **errp);
+
 /* ---- processes ----------------------------------------------------------- */
 
 /* Runs argv (no shell), collecting stdout and stderr (each at most 1 MiB);

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TRIES 5
 
 static const struct cli_opt opts[] = {
 	CLI_CC_LINK_OPTS,
@@ -63,6 +62,20 @@ static bool emit(const char *text, uint32_t nodeid, uint64_t version, struct err
 	return fflush(stdout) == 0 || err_set(errp, ERR_IO, "cannot write the answer");
 }
 
+struct add_edit {
+	const struct clu_cc_node *node;
+	const struct cli_links *links;
+	uint32_t id;            /* the node id the new node got */
+};
+
+static bool add_edit(struct clu_ccconf *cc, void *opaque, struct err **errp)
+{
+	struct add_edit *ed = opaque;
+
+	return check_priorities(cc, ed->links, errp) &&
+	       clu_ccconf_add_node(cc, ed->node, &ed->id, errp);
+}
+
 static int exec_addnode(const struct cli_args *a)
 {
 	_cleanup_(clu_client_closep) struct clu_client *c = NULL;
@@ -93,29 +106,16 @@ static int exec_addnode(const struct cli_args *a)
 		err_set(&e, ERR_STATE, "this node has no quorum: the cluster cannot change now");
 		return cli_report(a, e);
 	}
-	for (int try = 1;; try++) {
-		_cleanup_(clu_ccconf_freep) struct clu_ccconf *cc = NULL;
+	{
+		struct add_edit ed = { .node = &node, .links = &links };
 		_cleanup_free_ char *text = NULL;
-		int64_t kv;
-		uint32_t id;
+		uint64_t version;
 
-		if (!(cc = cli_cc_read_cluster_conf(c, &kv, &e)) || !check_priorities(cc, &links, &e) ||
-		    !clu_ccconf_add_node(cc, &node, &id, &e))
+		if (!cli_cc_update_cluster_conf(c, add_edit, &ed, &text, &version, &e) ||
+		    !emit(text, ed.id, version, &e))
 			return cli_report(a, e);
-		clu_ccconf_bump(cc);
-		if (!(text = clu_ccconf_format(cc, &e)))
-			return cli_report(a, e);
-		if (cli_cc_write_cluster_conf(c, text, kv, &e)) {
-			if (!emit(text, id, cc->config_version, &e))
-				return cli_report(a, e);
-			return 0;
-		}
-		/* Someone changed it between our read and write: read again. */
-		if (e->code != ERR_CONFLICT || try == TRIES)
-			return cli_report(a, e);
-		err_free(e);
-		e = NULL;
 	}
+	return 0;
 }
 
 const struct cli_cmd cli_cluster_addnode = {

@@ -359,6 +359,36 @@ bool cli_cc_write_cluster_conf(struct clu_client *c, const char *text, int64_t k
 	return clu_client_write(c, &op, NULL, errp);
 }
 
+bool cli_cc_update_cluster_conf(struct clu_client *c, cli_cc_edit_fn edit, void *opaque,
+				char **text, uint64_t *version, struct err **errp)
+{
+	enum { TRIES = 5 };
+
+	for (int try = 1;; try++) {
+		_cleanup_(clu_ccconf_freep) struct clu_ccconf *cc = NULL;
+		_cleanup_free_ char *out = NULL;
+		struct err *e = NULL;
+		int64_t kv;
+
+		if (!(cc = cli_cc_read_cluster_conf(c, &kv, errp)) || !edit(cc, opaque, errp))
+			return false;
+		clu_ccconf_bump(cc);
+		if (!(out = clu_ccconf_format(cc, errp)))
+			return false;
+		if (cli_cc_write_cluster_conf(c, out, kv, &e)) {
+			*version = cc->config_version;
+			*text = TAKE_PTR(out);
+			return true;
+		}
+		/* Someone changed it between our read and write: read again. */
+		if (e->code != ERR_CONFLICT || try == TRIES) {
+			err_propagate(errp, &e);
+			return false;
+		}
+		err_free(e);
+	}
+}
+
 /* ---- processes ----------------------------------------------------------- */
 
 struct buf {

@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define TRIES 5
 
 static const struct cli_opt opts[] = {
 	CLI_CC_SOCKET_OPT,
@@ -60,6 +59,22 @@ static bool removable(struct json_object *st, const struct clu_ccconf *cc, const
 	return true;
 }
 
+struct del_edit {
+	struct json_object *st;  /* vmmd status: who is online */
+	const char *name;
+	uint32_t id;             /* the removed node's id */
+};
+
+static bool del_edit(struct clu_ccconf *cc, void *opaque, struct err **errp)
+{
+	struct del_edit *ed = opaque;
+
+	if (!removable(ed->st, cc, ed->name, errp))
+		return false;
+	ed->id = clu_ccconf_find_node(cc, ed->name)->nodeid;
+	return clu_ccconf_remove_node(cc, ed->name, errp);
+}
+
 static int exec_delnode(const struct cli_args *a)
 {
 	_cleanup_(clu_client_closep) struct clu_client *c = NULL;
@@ -77,30 +92,17 @@ static int exec_delnode(const struct cli_args *a)
 		err_set(&e, ERR_STATE, "this node has no quorum: the cluster cannot change now");
 		return cli_report(a, e);
 	}
-	for (int try = 1;; try++) {
-		_cleanup_(clu_ccconf_freep) struct clu_ccconf *cc = NULL;
+	{
+		struct del_edit ed = { .st = st, .name = name };
 		_cleanup_free_ char *text = NULL;
-		uint32_t id;
-		int64_t kv;
+		uint64_t version;
 
-		if (!(cc = cli_cc_read_cluster_conf(c, &kv, &e)) || !removable(st, cc, name, &e))
+		if (!cli_cc_update_cluster_conf(c, del_edit, &ed, &text, &version, &e))
 			return cli_report(a, e);
-		id = clu_ccconf_find_node(cc, name)->nodeid;
-		if (!clu_ccconf_remove_node(cc, name, &e))
-			return cli_report(a, e);
-		clu_ccconf_bump(cc);
-		if (!(text = clu_ccconf_format(cc, &e)))
-			return cli_report(a, e);
-		if (cli_cc_write_cluster_conf(c, text, kv, &e)) {
-			printf("removed node '%s' (nodeid %" PRIu32 "): config version %" PRIu64 "\n", name,
-			       id, cc->config_version);
-			return 0;
-		}
-		if (e->code != ERR_CONFLICT || try == TRIES)
-			return cli_report(a, e);
-		err_free(e);
-		e = NULL;
+		printf("removed node '%s' (nodeid %" PRIu32 "): config version %" PRIu64 "\n", name,
+		       ed.id, version);
 	}
+	return 0;
 }
 
 const struct cli_cmd cli_cluster_delnode = {
