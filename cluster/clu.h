@@ -90,9 +90,9 @@ bool clu_store_list(struct clu_store *s, const char *prefix, clu_store_visit_fn 
 		    void *opaque, struct err **errp);
 
 /* Applies op; false when its condition is not met (nothing changed):
- * ERR_CONFLICT for a create of an existing key or a stale if_version,
- * ERR_STATE for a lock held by another node, ERR_NOTFOUND for deleting a
- * missing key; ERR_IO when the disk failed. */
+ * ERR_CONFLICT for a create of an existing key, a stale if_version, or a
+ * lock held by another node; ERR_NOTFOUND for deleting a missing key;
+ * ERR_IO when the disk failed. */
 bool clu_store_apply(struct clu_store *s, const struct clu_op *op, struct err **errp);
 
 /* FNV-1a over every (key, value, version) in key order plus the version:

@@ -305,18 +305,21 @@ bool clu_guest_lock(struct clu_client *c, uint32_t vmid, int wait_ms, struct err
 	int64_t deadline = util_now_ms() + wait_ms, left_s = 0;
 	struct err *e = NULL;
 
-	/* The owner is left out: vmmd stamps this node's name. A refusal is
-	 * judged by the lock itself, not by the error's code: present means
-	 * another node holds it (ours would have been renewed). */
+	/* The owner is left out: vmmd stamps this node's name. ERR_CONFLICT is
+	 * "another node holds it now": wait and try again. The holder may have
+	 * released it by the time we look, so reading the lock only names the
+	 * holder for the message; it never decides whether to retry. */
+	snprintf(owner, sizeof(owner), "another node");
 	for (;;) {
 		if (clu_client_write(c, &op, NULL, &e))
 			return true;
-		if (!lock_holder(c, op.key, owner, sizeof(owner), &left_s)) {
+		if (e->code != ERR_CONFLICT) {
 			err_propagate(errp, &e);
 			return false;
 		}
 		err_free(e);
 		e = NULL;
+		lock_holder(c, op.key, owner, sizeof(owner), &left_s);
 		if (util_now_ms() >= deadline)
 			break;
 		usleep(100 * 1000);

@@ -255,7 +255,7 @@ static bool decide(const struct clu_op *op, bool found, const char *cur, uint64_
 	case CLU_OP_LOCK:
 		if (found && clu_lock_parse(cur, owner, sizeof(owner), &exp) &&
 		    strcmp(owner, op->owner) && exp > op->ts_ms)
-			return err_set(errp, ERR_STATE, "'%s' is locked by %s for another %" PRId64
+			return err_set(errp, ERR_CONFLICT, "'%s' is locked by %s for another %" PRId64
 				       " s", op->key, owner, (exp - op->ts_ms + 999) / 1000);
 		{
 			struct json_object *o = json_object_new_object();
@@ -272,7 +272,7 @@ static bool decide(const struct clu_op *op, bool found, const char *cur, uint64_
 		if (!found)
 			return true; /* nothing to release: the goal holds */
 		if (clu_lock_parse(cur, owner, sizeof(owner), &exp) && strcmp(owner, op->owner))
-			return err_set(errp, ERR_STATE, "'%s' is locked by %s, not %s", op->key, owner,
+			return err_set(errp, ERR_CONFLICT, "'%s' is locked by %s, not %s", op->key, owner,
 				       op->owner);
 		*del = true;
 		return true;

@@ -230,7 +230,7 @@ static void test_store_ops(void **state)
 	assert_false(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_LOCK,
 		.key = "locks/guest/106", .owner = "due", .ttl_ms = CLU_GUEST_LOCK_TTL_MS,
 		.ts_ms = 2000, .if_version = -1 }, &e));
-	expect_err(&e, ERR_STATE, "is locked by uno");
+	expect_err(&e, ERR_CONFLICT, "is locked by uno");
 	assert_true(clu_store_apply(s, &(struct clu_op){ .kind = CLU_OP_LOCK,
 		.key = "locks/guest/106", .owner = "due", .ttl_ms = CLU_GUEST_LOCK_TTL_MS,
 		.ts_ms = 1000 + CLU_GUEST_LOCK_TTL_MS, .if_version = -1 }, &e));
