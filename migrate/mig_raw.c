@@ -184,8 +184,17 @@ static bool transfer(struct raw *r, struct err **errp)
 
 		if (!st)
 			return false;
-		if (!strcmp(st, "completed"))
+		if (!strcmp(st, "completed")) {
+			/* QEMU 7.2 sets "completed" before it computes total-time
+			 * and downtime (fixed upstream by calling
+			 * migration_calculate_complete() first): ask again briefly. */
+			for (int i = 0; i < 100 && r->p.elapsed_ms == 0; i++) {
+				usleep(5000);
+				if (!poll_status(r, errp))
+					return false;
+			}
 			return true;
+		}
 		if (deadline >= 0 && util_now_ms() > deadline) {
 			char rem[32], dr[32];
 			return err_set(errp, ERR_TIMEOUT,
