@@ -150,3 +150,12 @@ BINS += $(B)/vmcluster
 all: $(B)/vmcluster
 $(B)/vmcluster: $(call obj,$(VMCLUSTER_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- vmmigrate: migration worker, status/cancel and the target's agent -------
+# It starts target QEMUs as vmctl does, so it links the ctl_*.c helpers.
+VMMIGRATE_SRC := cli/vmmigrate.c $(sort $(wildcard cli/migrate_*.c)) \
+	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
+BINS += $(B)/vmmigrate
+all: $(B)/vmmigrate
+$(B)/vmmigrate: $(call obj,$(VMMIGRATE_SRC) $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -79,6 +79,23 @@ bool cli_ctl_check_boot(const struct clu_guest_conf *g, struct err **errp);
 /* Whether a key needs the guest stopped (and so its owner node) to change. */
 bool cli_ctl_conf_is_hardware(const char *key);
 
+/* ---- QEMU settings (ctl_spec.c) ---- */
+
+/* Strings a spec points into; freed with cli_ctl_spec_files_free(). */
+struct cli_ctl_spec_files {
+	char dir[512];
+	char name[32];
+	char *disks[MIG_MAX_DISKS];
+	unsigned ndisks;
+};
+void cli_ctl_spec_files_free(struct cli_ctl_spec_files *f);
+/* The QEMU spec of guest r on this node: disks as this node's storages see
+ * them, accelerator resolved, RAM 8 KiB short of a multiple of 256 KiB
+ * under TCG (QEMU 7.2's TCG migration bug, DESIGN.md §6). */
+bool cli_ctl_guest_spec(struct cli_ctl *x, const struct clu_guest_rec *r,
+			struct cli_ctl_spec_files *f, struct mig_qemu_spec *spec,
+			struct err **errp);
+
 /* ---- volumes (ctl_disk.c) ---- */
 
 /* A parsed --disk STORAGE:SIZE (bare SIZE in GiB). */

@@ -101,7 +101,7 @@ const struct clu_storage *cli_ctl_storage_usable(const struct cli_ctl *x,
 	}
 	/* Only the built-in default is created on demand: a configured path that
 	 * is missing is more likely an unmounted disk than a wish. */
-	if (st->defaulted && !util_mkdir_p(s->path, 0755, errp))
+	if (st->defaulted && !strcmp(s->id, "local") && !util_mkdir_p(s->path, 0755, errp))
 		return NULL;
 	if (stat(s->path, &sb) < 0) {
 		err_set_errno(errp, errno, "storage '%s' is not usable: path '%s'", id, s->path);

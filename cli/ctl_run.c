@@ -14,10 +14,6 @@
 
 #define STOP_TIMEOUT_MS 10000
 #define RENEW_EVERY_MS 20000 /* well inside the lock's 60 s */
-/* QEMU 7.2's TCG migration loses writes when RAM is a multiple of 256 KiB
- * (fixed in 9.0, DESIGN.md §6): TCG guests get this much less than asked. */
-#define TCG_RAM_SHORT (8ULL << 10)
-
 static const struct cli_opt no_opts[] = {
 	{ NULL }
 };
@@ -53,79 +49,10 @@ static int finish(const struct cli_args *a, struct cli_ctl *x, struct err *e)
 
 /* ---- start ------------------------------------------------------------------ */
 
-struct start_files {
-	char dir[512];
-	char name[32];
-	char *disks[MIG_MAX_DISKS];
-	unsigned ndisks;
-};
-
-static void start_files_free(struct start_files *f)
-{
-	while (f->ndisks)
-		free(f->disks[--f->ndisks]);
-}
-
-static bool disk_files(struct cli_ctl *x, const struct clu_guest_rec *r,
-		       struct start_files *f, struct err **errp)
-{
-	struct cli_ctl_storages st;
-	bool ok = true;
-
-	if (!cli_ctl_storages_read(x, &st, errp))
-		return false;
-	for (int i = 0; i < CLU_GUEST_DISKS && ok; i++) {
-		const struct clu_guest_disk *d = &r->conf.disks[i];
-		char *path = NULL;
-
-		if (!d->present)
-			continue;
-		if (f->ndisks == MIG_MAX_DISKS)
-			ok = err_set(errp, ERR_INVAL, "guest %" PRIu32 " has more than %d disks",
-				     r->vmid, MIG_MAX_DISKS);
-		else if (cli_ctl_storage_usable(x, &st, d->storage, errp) &&
-			 (path = cli_ctl_disk_path(&st, d, errp)))
-			f->disks[f->ndisks++] = path;
-		else
-			ok = false;
-	}
-	cli_ctl_storages_free(&st);
-	return ok;
-}
-
-static bool build_spec(struct cli_ctl *x, const struct clu_guest_rec *r,
-		       struct start_files *f, struct mig_qemu_spec *spec, struct err **errp)
-{
-	const struct clu_guest_conf *g = &r->conf;
-
-	if (!disk_files(x, r, f, errp))
-		return false;
-	if (g->machine[0] && strcmp(g->machine, "pc"))
-		log_warn("guest %" PRIu32 ": machine '%s' is not supported by the launcher yet; "
-			 "starting it as 'pc'", r->vmid, g->machine);
-	snprintf(f->name, sizeof(f->name), "vm%" PRIu32, r->vmid);
-	*spec = (struct mig_qemu_spec){
-		.name = g->name[0] ? g->name : f->name,
-		.dir = cli_ctl_run_dir(r->vmid, f->dir, sizeof(f->dir)),
-		.mem_bytes = g->memory << 20,
-		.cpus = g->cores * g->sockets,
-		.cpu_model = g->cpu[0] ? g->cpu : NULL,
-		.kernel = g->kernel[0] ? g->kernel : NULL,
-		.initrd = g->initrd[0] ? g->initrd : NULL,
-		.append = g->append[0] ? g->append : NULL,
-		.ndisks = f->ndisks,
-		.accel = MIG_ACCEL_TCG, /* resolved later; the check needs one */
-		.start_timeout_ms = 15000,
-	};
-	for (unsigned i = 0; i < f->ndisks; i++)
-		spec->disks[i] = f->disks[i];
-	return mig_qemu_spec_check(spec, errp);
-}
-
 static int exec_start(const struct cli_args *a)
 {
 	_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
-	struct start_files f = { .ndisks = 0 };
+	struct cli_ctl_spec_files f = { .ndisks = 0 };
 	struct cli_ctl x = { .lock_fd = -1 };
 	struct mig_qemu_spec spec;
 	struct err *e = NULL;
@@ -141,18 +68,16 @@ static int exec_start(const struct cli_args *a)
 			(int)pid);
 		return finish(a, &x, e);
 	}
-	if (!build_spec(&x, r, &f, &spec, &e) || !cli_guest_accel(NULL, &spec.accel, &e)) {
-		start_files_free(&f);
+	if (!cli_ctl_guest_spec(&x, r, &f, &spec, &e)) {
+		cli_ctl_spec_files_free(&f);
 		return finish(a, &x, e);
 	}
-	if (spec.accel == MIG_ACCEL_TCG && spec.mem_bytes % (256 << 10) == 0) {
-		spec.mem_bytes -= TCG_RAM_SHORT;
+	if (spec.mem_bytes != r->conf.memory << 20)
 		log_info("guest %" PRIu32 ": TCG: RAM %lluK (8 KiB short of the configured size, "
 			 "avoiding QEMU 7.2's TCG migration bug)", r->vmid,
 			 (unsigned long long)(spec.mem_bytes >> 10));
-	}
 	q = mig_qemu_start(&spec, &e);
-	start_files_free(&f);
+	cli_ctl_spec_files_free(&f);
 	if (!q)
 		return finish(a, &x, e);
 	printf("started guest %" PRIu32 " on %s: pid %d, accel %s, QEMU %s\n", r->vmid, x.node,

@@ -65,17 +65,17 @@ static int exec_migrate(const struct cli_args *a)
 	if (bw && strcasecmp(bw, "unlimited")) {
 		if (!util_parse_size(bw, 1ULL << 20, 1ULL << 20, 1ULL << 40, "max-bandwidth", &v, &e))
 			return cli_report(a, e);
-		o.max_bandwidth = v;
+		o.tune.max_bandwidth = v;
 	}
 	if (cli_get(a, "downtime")) {
 		if (!util_parse_u64(cli_get(a, "downtime"), 1, 600000, "downtime", &v, &e))
 			return cli_report(a, e);
-		o.downtime_ms = v;
+		o.tune.downtime_ms = v;
 	}
 	if (cli_get(a, "multifd")) {
 		if (!util_parse_u64(cli_get(a, "multifd"), 1, 16, "multifd channels", &v, &e))
 			return cli_report(a, e);
-		o.multifd = (unsigned)v;
+		o.tune.multifd = (unsigned)v;
 	}
 	if (!cli_seconds(a, "timeout", 600, &o.timeout_ms, &e))
 		return cli_report(a, e);

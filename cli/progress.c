@@ -67,3 +67,61 @@ void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
 	       phase, pct, done_s, total_s, rate_s, dirty_s, passes, eta);
 	fflush(stdout);
 }
+
+void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total,
+		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms)
+{
+	char done_s[32], total_s[32], wire_s[32], rate_s[32], eta[32], stamp[16];
+	unsigned pct = total ? (unsigned)(covered * 100 / total) : 0;
+	time_t now;
+
+	if (p->out == CLI_OUT_JSON) {
+		printf("{\"event\":\"progress\",\"phase\":\"%s\",\"disk_total\":%" PRIu64
+		       ",\"disk_done\":%" PRIu64 ",\"wire_bytes\":%" PRIu64 ",\"rate_bps\":%" PRIu64
+		       ",\"elapsed_ms\":%" PRId64 "}\n", phase, total, covered, wire, rate_bps,
+		       elapsed_ms);
+		fflush(stdout);
+		return;
+	}
+	util_fmt_bytes(covered, done_s, sizeof(done_s));
+	util_fmt_bytes(total, total_s, sizeof(total_s));
+	util_fmt_bytes(wire, wire_s, sizeof(wire_s));
+	util_fmt_bytes(rate_bps, rate_s, sizeof(rate_s));
+	if (rate_bps && total > covered)
+		snprintf(eta, sizeof(eta), "%.1fs", (double)(total - covered) / (double)rate_bps);
+	else
+		snprintf(eta, sizeof(eta), "-");
+	if (p->tty) {
+		printf("\r\033[K%-10s %3u%%  disks %s / %s  %s/s  wire %s  ETA %s", phase, pct,
+		       done_s, total_s, rate_s, wire_s, eta);
+		p->line_open = true;
+		fflush(stdout);
+		return;
+	}
+	if (util_now_ms() - p->last_plain_ms < 1000 && p->last_plain_ms)
+		return;
+	p->last_plain_ms = util_now_ms();
+	now = time(NULL);
+	strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
+	printf("%s %s %u%% disks %s/%s rate %s/s wire %s ETA %s\n", stamp, phase, pct, done_s,
+	       total_s, rate_s, wire_s, eta);
+	fflush(stdout);
+}
+
+void cli_progress_phase(struct cli_progress *p, const char *phase)
+{
+	char stamp[16];
+	time_t now;
+
+	if (p->out == CLI_OUT_JSON) {
+		printf("{\"event\":\"phase\",\"phase\":\"%s\"}\n", phase);
+		fflush(stdout);
+		return;
+	}
+	if (p->tty)
+		return; /* the redrawn line shows the phase */
+	now = time(NULL);
+	strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
+	printf("%s phase %s\n", stamp, phase);
+	fflush(stdout);
+}

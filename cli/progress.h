@@ -25,6 +25,14 @@ void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
 		      uint64_t remaining, uint64_t rate_bps, uint64_t dirty_bps,
 		      uint64_t passes, int64_t elapsed_ms);
 
+/* One disk-copy sample: bytes of the volumes covered (zeros included) of
+ * total, bytes on the wire. */
+void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total,
+		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms);
+
+/* A phase change: a JSON event, a plain line, nothing on a TTY. */
+void cli_progress_phase(struct cli_progress *p, const char *phase);
+
 /* Ends a redrawn line before other output. */
 void cli_progress_break(struct cli_progress *p);
 

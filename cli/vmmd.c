@@ -18,6 +18,8 @@ static const struct cli_opt opts[] = {
 	{ "node", CLI_VALUE, "NAME", "this node's name; default from corosync's nodelist, else the hostname" },
 	{ "standalone", CLI_FLAG, NULL, "run as a one-node cluster even if a cluster is configured" },
 	{ "corosync-conf", CLI_VALUE, "PATH", "corosync's config, kept in step with the cluster; default $VMM_COROSYNC_CONF or /etc/corosync/corosync.conf" },
+	{ "ssh-host-key", CLI_VALUE, "PATH", "this node's SSH host public key, published for "
+	  "pinning; default $VMM_SSH_HOST_KEY or /etc/ssh/ssh_host_ed25519_key.pub" },
 	{ NULL }
 };
 
@@ -32,6 +34,9 @@ static int exec_run(const struct cli_args *a)
 		.corosync_conf = cli_get(a, "corosync-conf"),
 	};
 	struct err *e = NULL;
+
+	if (cli_get(a, "ssh-host-key"))
+		setenv("VMM_SSH_HOST_KEY", cli_get(a, "ssh-host-key"), 1);
 
 	if (o.node && (!*o.node || strlen(o.node) > 63 || strspn(o.node,
 	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(o.node)))

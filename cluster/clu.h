@@ -177,9 +177,10 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp);
  *                        stop/shutdown; released after.
  *   datacenter.cfg       text of datacenter.cfg; absent = its defaults
  *                        (next-id lower=100, upper=1000000, upper exclusive).
- *   storage.cfg          text of storage.cfg; absent = one storage
- *                        "dir: local" whose path is the caller's default
- *                        (vmctl: $VMM_DATA_DIR, else /var/lib/vmmigrate).
+ *   storage.cfg          text of storage.cfg; a storage "dir: local" whose
+ *                        path is the caller's default (vmctl: $VMM_DATA_DIR,
+ *                        else /var/lib/vmmigrate) is implied unless the file
+ *                        defines "local" itself: every node's own directory.
  * Volumes of dir storages are files <storage path>/images/<volume>; vmctl
  * names them "<vmid>/vm-<vmid>-disk-<n>.raw" (Proxmox's layout).
  * VMIDs are decimals without leading zeros in CLU_VMID_MIN..CLU_VMID_MAX.
@@ -252,8 +253,8 @@ bool clu_guest_list(struct clu_client *c, clu_guest_visit_fn fn, void *opaque,
 /* datacenter.cfg from the store, defaults if absent. */
 bool clu_datacenter_read(struct clu_client *c, struct clu_datacenter *out,
 			 struct err **errp);
-/* storage.cfg from the store; if absent, one dir storage "local" at
- * default_path (*defaulted = true; may be NULL). The caller frees *out
+/* storage.cfg from the store, plus "dir: local" at default_path unless it
+ * defines "local" (*defaulted = true then; may be NULL). The caller frees *out
  * with clu_storage_conf_free(). */
 bool clu_storage_read(struct clu_client *c, const char *default_path,
 		      struct clu_storage_conf *out, bool *defaulted, struct err **errp);

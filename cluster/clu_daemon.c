@@ -269,11 +269,29 @@ static bool snap_chunk_send(struct json_object *chunk, bool last, void *opaque)
 	return ok;
 }
 
-/* Keeps nodes/<this node> = {"nodeid","links","maintenance"} current; the
- * maintenance flag belongs to drain and is carried over untouched. */
+/* This node's SSH host key ("ssh-ed25519 AAAA..."), published in the store
+ * so that migrations pin it instead of trusting it on first use:
+ * $VMM_SSH_HOST_KEY (vmmd --ssh-host-key), else OpenSSH's ed25519 key. */
+static char *ssh_host_key(void)
+{
+	const char *path = getenv("VMM_SSH_HOST_KEY");
+	_cleanup_free_ char *txt = NULL;
+	char type[64], blob[512];
+
+	txt = util_read_file(path && *path ? path : "/etc/ssh/ssh_host_ed25519_key.pub", 4096,
+			     NULL);
+	char *out = NULL;
+
+	if (!txt || sscanf(txt, "%63s %511s", type, blob) != 2 || strncmp(type, "ssh-", 4))
+		return NULL;
+	return asprintf(&out, "%s %s", type, blob) < 0 ? NULL : out;
+}
+
+/* Keeps nodes/<this node> = {"nodeid","links","maintenance","ssh_host_key"}
+ * current; the maintenance flag belongs to drain and is carried over. */
 static void register_node(struct clu_daemon *d)
 {
-	_cleanup_free_ char *key = NULL, *cur = NULL;
+	_cleanup_free_ char *key = NULL, *cur = NULL, *hk = NULL;
 	_cleanup_json_ struct json_object *want = json_object_new_object(), *old = NULL;
 	struct json_object *m = NULL, *links;
 	struct clu_op op = { .kind = CLU_OP_PUT, .if_version = -1 };
@@ -285,6 +303,8 @@ static void register_node(struct clu_daemon *d)
 	links = d->standalone ? json_object_new_array() : clu_cs_node_links(d);
 	json_object_object_add(want, "nodeid", json_object_new_int64(d->nodeid));
 	json_object_object_add(want, "links", links);
+	if ((hk = ssh_host_key()))
+		json_object_object_add(want, "ssh_host_key", json_object_new_string(hk));
 	cur = clu_store_get(d->store, key, NULL, NULL);
 	old = cur ? json_tokener_parse(cur) : NULL;
 	if (old && json_object_object_get_ex(old, "maintenance", &m))

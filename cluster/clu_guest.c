@@ -425,20 +425,31 @@ bool clu_datacenter_read(struct clu_client *c, struct clu_datacenter *out,
 bool clu_storage_read(struct clu_client *c, const char *default_path,
 		      struct clu_storage_conf *out, bool *defaulted, struct err **errp)
 {
-	_cleanup_free_ char *text = NULL, *dflt = NULL;
+	_cleanup_free_ char *text = NULL, *dflt = NULL, *both = NULL;
 
 	if (!get_optional(c, "storage.cfg", &text, NULL, errp))
 		return false;
-	if (text) {
-		if (!clu_storage_parse(text, "storage.cfg", out, errp))
-			return false;
-		if (defaulted)
-			*defaulted = false;
-		return true;
-	}
 	if (asprintf(&dflt, "dir: local\n\tpath %s\n",
 		     default_path) < 0)
 		return err_set(errp, ERR_IO, "out of memory");
+	if (text) {
+		struct clu_storage_conf probe = { 0 };
+		bool has_local;
+
+		if (!clu_storage_parse(text, "storage.cfg", &probe, errp))
+			return false;
+		has_local = clu_storage_find(&probe, "local") != NULL;
+		clu_storage_conf_free(&probe);
+		/* "local" is every node's own directory unless storage.cfg
+		 * says otherwise (Proxmox's /var/lib/vz). */
+		if (!has_local && asprintf(&both, "%s\n%s", dflt, text) < 0)
+			return err_set(errp, ERR_IO, "out of memory");
+		if (!clu_storage_parse(has_local ? text : both, "storage.cfg", out, errp))
+			return false;
+		if (defaulted)
+			*defaulted = !has_local;
+		return true;
+	}
 	/* Parsed like a file so a bad default path is named, not used. */
 	if (!clu_storage_parse(dflt, "default storage.cfg", out, errp))
 		return false;

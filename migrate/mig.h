@@ -130,7 +130,7 @@ enum mig_raw_state {
 	MIG_RAW_SETUP,      /* parameters and capabilities on both sides */
 	MIG_RAW_LISTEN,     /* target listening (migrate-incoming) */
 	MIG_RAW_TRANSFER,   /* RAM passes in flight */
-	MIG_RAW_SWITCHOVER, /* source completed; target resumed */
+	MIG_RAW_SWITCHOVER, /* source completed; target loading / resumed */
 	MIG_RAW_DONE,
 	MIG_RAW_FAILED,     /* source running again, target left to the caller */
 	MIG_RAW_STATE_MAX
@@ -138,14 +138,79 @@ enum mig_raw_state {
 
 const char *mig_raw_state_name(enum mig_raw_state s);
 
-struct mig_raw_opts {
-	const char *uri;          /* where the target listens, e.g. tcp:10.99.2.2:61000 */
+/* QEMU's knobs. Capabilities and parameters that both sides must share
+ * (multifd, its compression, postcopy) are applied to the target too. */
+struct mig_tune {
 	uint64_t max_bandwidth;   /* bytes/s; 0 = unlimited (QEMU's default is 128 MiB/s) */
-	uint64_t downtime_ms;     /* 0 = QEMU default (300 ms) */
+	uint64_t downtime_ms;     /* initial limit; 0 = QEMU default (300 ms) */
+	uint64_t downtime_max_ms; /* ceiling of the ramp; <= downtime_ms: no ramp */
 	unsigned multifd;         /* channels; 0 or 1 = off */
+	bool multifd_zstd;        /* zstd compression of multifd pages */
+	bool auto_converge;       /* QEMU throttles vCPUs of a guest that outruns the link */
+	bool xbzrle;              /* delta-encode re-sent pages */
+	bool postcopy;            /* postcopy-ram on both sides (timeout action postcopy) */
+};
+
+enum mig_timeout_action {
+	MIG_TIMEOUT_ABORT,        /* roll back: the source runs on */
+	MIG_TIMEOUT_PAUSE,        /* pause the source so the rest goes at once */
+	MIG_TIMEOUT_POSTCOPY,     /* switch to postcopy (no rollback after that) */
+	MIG_TIMEOUT_ACTION_MAX
+};
+
+extern const char *const mig_timeout_action_names[MIG_TIMEOUT_ACTION_MAX];
+
+/* The target side, local (a QMP connection) or remote (the agent on the
+ * target node, mig_agent.c). */
+struct mig_target_ops {
+	/* Applies the shared capabilities/parameters and listens. */
+	bool (*listen)(void *impl, const struct mig_tune *t, struct err **errp);
+	/* Until the target finished loading the stream (MIGRATION completed);
+	 * in postcopy, until it runs. */
+	bool (*wait_loaded)(void *impl, int timeout_ms, struct err **errp);
+	/* Runs the guest on the target (`cont` unless already running). */
+	bool (*resume)(void *impl, struct err **errp);
+	/* Stops the target QEMU; true once it is gone. */
+	bool (*quit)(void *impl);
+	/* Switch to postcopy was made: the target must run now (may be NULL). */
+	bool (*postcopy_run)(void *impl, struct err **errp);
+};
+
+struct mig_target {
+	const struct mig_target_ops *ops;
+	void *impl;
+};
+
+/* The local implementation, also used by the agent on a target node:
+ * qmp stays owned by the caller; uri is what migrate-incoming listens on. */
+struct mig_target_local {
+	struct tp_qmp *qmp;
+	const char *uri;
+};
+void mig_target_local_init(struct mig_target *t, struct mig_target_local *l,
+			   struct tp_qmp *qmp, const char *uri);
+bool mig_target_local_listen(struct tp_qmp *q, const struct mig_tune *t, const char *uri,
+			     struct err **errp);
+bool mig_target_local_wait_loaded(struct tp_qmp *q, int timeout_ms, struct err **errp);
+bool mig_target_local_resume(struct tp_qmp *q, struct err **errp);
+bool mig_target_local_quit(struct tp_qmp *q);
+
+struct mig_raw_opts {
+	const char *uri;          /* where the source sends, e.g. tcp:10.99.2.2:61000 */
+	struct mig_tune tune;
 	int timeout_ms;           /* whole transfer; <0 = none */
+	enum mig_timeout_action timeout_action;
 	int poll_ms;              /* progress interval */
 	bool resume_target;       /* `cont` the target after completion */
+	/* Polled during the transfer; true aborts with ERR_STATE "cancelled". */
+	bool (*cancelled)(void *opaque, struct err **errp);
+	/* Called once the switch to postcopy is decided, before it is made:
+	 * false keeps the migration in precopy and aborts (e.g. the owner
+	 * could not be moved). */
+	bool (*before_postcopy)(void *opaque, struct err **errp);
+	/* No RAM moved for this long: abort (a cut link blocks QEMU's socket
+	 * for minutes otherwise); 0 = 10 s. */
+	int stall_ms;
 };
 
 struct mig_raw_progress {
@@ -155,19 +220,171 @@ struct mig_raw_progress {
 	uint64_t dirty_rate;      /* pages/s * page size, bytes/s */
 	uint64_t mbps_x100;       /* throughput in Mbit/s * 100 */
 	uint64_t passes;          /* dirty-sync-count */
+	uint64_t downtime_limit_ms; /* current limit (the ramp raises it) */
+	uint64_t throttle_pct;    /* auto-converge's vCPU throttle */
 	int64_t elapsed_ms;
 	int64_t downtime_ms;      /* final, once completed; -1 before */
 	int64_t setup_ms;
+	bool paused_by_timeout;   /* timeout action pause was taken */
+	bool postcopy;            /* switched to postcopy */
 };
 
 typedef void (*mig_raw_progress_fn)(const struct mig_raw_progress *p, void *opaque);
 
-/* Migrates src to dst (started with incoming = true). On success the
- * source is in postmigrate state (the caller stops it) and *final holds
- * the figures. On failure the migration is cancelled and the source is
- * running again. */
+/* Migrates src to the target t. On success the source is in postmigrate
+ * state (the caller stops it), the target loaded (and running if
+ * resume_target) and *final holds the figures. On failure the migration
+ * is cancelled, the target stopped if it may have run, and the source is
+ * running again if it was (after a switch to postcopy there is no way
+ * back: the error says so and the source stays paused). */
+bool mig_raw_migrate(struct tp_qmp *src, const struct mig_target *t,
+		     const struct mig_raw_opts *opts, mig_raw_progress_fn cb, void *opaque,
+		     struct mig_raw_progress *final, struct err **errp);
+
+/* mig_raw_migrate() to a local target QEMU (dst started with incoming). */
 bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst,
 		 const struct mig_raw_opts *opts, mig_raw_progress_fn cb,
 		 void *opaque, struct mig_raw_progress *final, struct err **errp);
+
+/* Undoes a completed migration the caller could not commit: stops the
+ * target first, then resumes the source if it was running. False (source
+ * left paused) if the target would not go. */
+bool mig_raw_undo(struct tp_qmp *src, const struct mig_target *t, bool src_was_running,
+		  struct err **errp);
+
+/* ---- control channel to the agent (mig_agent.c) ---------------------------
+ * JSON lines over a stream: requests {"cmd":..}, replies {"ok":true,..} or
+ * {"ok":false,"error":"..","code":"INVAL"}. The worker calls; the agent
+ * (cli/migrate_agent.c) answers. */
+
+struct mig_chan;
+
+/* Takes the fds (in_fd == out_fd for a socket). NULL only without memory. */
+struct mig_chan *mig_chan_open(int in_fd, int out_fd);
+void mig_chan_close(struct mig_chan *c);
+int mig_chan_fd(const struct mig_chan *c);
+bool mig_chan_send(struct mig_chan *c, struct json_object *msg, struct err **errp);
+/* The next message (caller owns); ERR_CLOSED at EOF, ERR_TIMEOUT. */
+struct json_object *mig_chan_recv(struct mig_chan *c, int timeout_ms, struct err **errp);
+/* {"cmd":cmd} to fill in. */
+struct json_object *mig_chan_req(const char *cmd);
+/* Sends req (taken), returns the ok reply (caller owns) or sets *errp with
+ * the agent's message and code. */
+struct json_object *mig_chan_call(struct mig_chan *c, struct json_object *req, int timeout_ms,
+				  struct err **errp);
+struct json_object *mig_chan_ok(void);
+struct json_object *mig_chan_fail(const struct err *e);
+/* The shared part of a tune, as the target needs it. */
+struct json_object *mig_tune_to_json(const struct mig_tune *t);
+bool mig_tune_from_json(struct json_object *o, struct mig_tune *t, struct err **errp);
+/* A mig_target whose ops are requests to the agent on c. */
+void mig_chan_target(struct mig_chan *c, struct mig_target *t);
+
+static inline void mig_chan_closep(struct mig_chan **c)
+{
+	if (*c)
+		mig_chan_close(*c);
+}
+
+/* ---- a guest's migration (mig_job.c) ---------------------------------------
+ * The phase machine of DESIGN.md §4, run on the source node. The caller
+ * (vmmigrate) makes the checks the store can answer, takes the guest lock,
+ * and provides the store operations as hooks; the job talks to the agent
+ * on the target over SSH and moves the data. On failure before the owner
+ * moved, everything is rolled back: the source runs as before, the target
+ * QEMU and any received volume are gone. */
+
+enum mig_phase {
+	MIG_PHASE_CHECK,
+	MIG_PHASE_PREPARE,
+	MIG_PHASE_START_TARGET,
+	MIG_PHASE_TRANSFER,
+	MIG_PHASE_SWITCHOVER,
+	MIG_PHASE_CLEANUP,
+	MIG_PHASE_DONE,
+	MIG_PHASE_ROLLBACK,
+	MIG_PHASE_FAILED,
+	MIG_PHASE_MAX
+};
+
+const char *mig_phase_name(enum mig_phase p);
+bool mig_phase_parse(const char *s, enum mig_phase *out);
+
+struct mig_job_progress {
+	enum mig_phase phase;
+	uint32_t vmid;
+	bool online;
+	char target_addr[64];
+	struct mig_raw_progress raw;   /* online */
+	uint64_t vols_total;           /* offline: bytes of all volumes */
+	uint64_t vol_covered;          /* of them, done (zeros included) */
+	uint64_t vol_wire;             /* bytes on the wire so far */
+	unsigned vol_index;
+	uint64_t vols_done, wire_done, data_done; /* finished volumes */
+	int64_t elapsed_ms;
+	char warning[256];             /* done, but a cleanup step failed */
+};
+
+struct mig_job_hooks {
+	/* Persists the phase (store record migrations/<vmid>). */
+	bool (*persist)(enum mig_phase ph, void *opaque, struct err **errp);
+	/* Polled during transfer: false aborts (cancel asked, quorum lost). */
+	bool (*check)(void *opaque, struct err **errp);
+	/* Moves the guest's owner to the target in the store. */
+	bool (*move_owner)(void *opaque, struct err **errp);
+	void (*progress)(const struct mig_job_progress *p, void *opaque);
+	void *opaque;
+};
+
+struct mig_job_volume {
+	const char *storage, *volume; /* as in the guest config */
+	const char *path;             /* the source file */
+	uint64_t size;
+};
+
+struct mig_job {
+	uint32_t vmid;
+	const char *target;           /* node name */
+	const char *target_ctl_addr;  /* its cluster address: control session */
+	const char *target_host_key;  /* pinned, from the store */
+	const char *ssh_key;          /* our private key */
+	unsigned ssh_port;            /* 0 = 22 */
+	const char *remote_cmd;       /* vmmigrate on the target */
+	const char *cidr;             /* migration network; NULL = cluster address */
+	const char *source_addr;      /* ours in the CIDR (insecure peer filter) */
+	bool secure;
+	bool online;
+	/* online */
+	struct tp_qmp *src_qmp;
+	const char *src_run_dir;
+	bool src_was_running;
+	uint64_t mem_bytes;
+	enum mig_accel accel;
+	const char *cpu_model;
+	struct mig_tune tune;
+	int timeout_ms;
+	enum mig_timeout_action timeout_action;
+	/* storages the target must have, volumes to copy (offline) */
+	const char *const *storages;
+	unsigned nstorages;
+	const struct mig_job_volume *volumes;
+	unsigned nvolumes;
+	struct mig_job_hooks hooks;
+};
+
+/* A control session with the agent on a node: SSH with the pinned host key
+ * to addr, `remote_cmd _agent`, hello. *ssh gets the session (the caller
+ * closes the channel, then the session). */
+struct tp_ssh;
+struct mig_agent_addr {
+	const char *node, *addr, *host_key, *ssh_key, *remote_cmd;
+	unsigned ssh_port;
+};
+struct mig_chan *mig_agent_connect(const struct mig_agent_addr *a, struct tp_ssh **ssh,
+				   struct err **errp);
+
+/* True once the guest belongs to the target (final->warning may tell of a
+ * failed cleanup step); false with *errp after a full rollback. */
+bool mig_job_run(const struct mig_job *j, struct mig_job_progress *final, struct err **errp);
 
 #endif

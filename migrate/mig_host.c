@@ -67,7 +67,7 @@ bool mig_host_addr_in(const char *cidr, char *out, size_t len, struct err **errp
 			addr_list_add(&l, a);
 	}
 	if (l.n == 0)
-		return err_set(errp, ERR_NOTFOUND, "no address of node in %s", net);
+		return err_set(errp, ERR_NOTFOUND, "no address in %s", net);
 	if (l.n > 1) {
 		for (unsigned i = 0; i < l.n; i++)
 			off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",

@@ -2,11 +2,17 @@
  * mig_raw.c - QEMU's own RAM migration driven over QMP, as a state machine.
  *
  * This is the yardstick and the innermost step of every online migration:
- * the engine's phases (issue "vmmigrate") wrap it with checks, locks,
- * transports and ownership changes. Contract in mig.h.
+ * the engine's phases (mig_job.c) wrap it with checks, locks, transports
+ * and ownership changes. The target is reached through a small ops table
+ * (struct mig_target): a local QMP connection here, the agent on the
+ * target node for the engine. Contract in mig.h.
  *
  * Why the explicit max-bandwidth: QEMU 7.2 defaults to 128 MiB/s, which
  * doubles the time of an idle 1 GiB guest on this hardware.
+ * Why the downtime ramp: a guest that dirties memory about as fast as the
+ * link carries it never gets below a small limit; raising the limit a step
+ * at a time when passes stop shrinking (as oVirt and Nova do) trades a
+ * little downtime for convergence, and stops at a ceiling the user chose.
  */
 #include "mig.h"
 #include "../common/cleanup.h"
@@ -19,6 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#define RAMP_FIRST_PASS 3  /* the first passes always shrink: judge after them */
+#define RAMP_STEPS 4       /* from the initial limit to the ceiling */
+#define QEMU_DOWNTIME_DEFAULT_MS 300
+
 static const char *const state_names[] = {
 	[MIG_RAW_SETUP] = "setup",
 	[MIG_RAW_LISTEN] = "listen",
@@ -29,19 +39,28 @@ static const char *const state_names[] = {
 };
 _Static_assert(ARRAY_SIZE(state_names) == MIG_RAW_STATE_MAX, "state_names");
 
+const char *const mig_timeout_action_names[MIG_TIMEOUT_ACTION_MAX] = {
+	[MIG_TIMEOUT_ABORT] = "abort",
+	[MIG_TIMEOUT_PAUSE] = "pause",
+	[MIG_TIMEOUT_POSTCOPY] = "postcopy",
+};
+
 const char *mig_raw_state_name(enum mig_raw_state s)
 {
 	return (unsigned)s < MIG_RAW_STATE_MAX ? state_names[s] : "?";
 }
 
 struct raw {
-	struct tp_qmp *src, *dst;
+	struct tp_qmp *src;
+	const struct mig_target *t;
 	const struct mig_raw_opts *o;
 	mig_raw_progress_fn cb;
 	void *opaque;
 	struct mig_raw_progress p;
 	int64_t start_ms;
 	bool src_was_running;
+	uint64_t ramp_pass;      /* pass at which the ramp last looked */
+	uint64_t ramp_remaining; /* remaining bytes then */
 	char status[32];
 };
 
@@ -55,34 +74,175 @@ static void set_state(struct raw *r, enum mig_raw_state s)
 		r->cb(&r->p, r->opaque);
 }
 
-static struct json_object *caps(const char *const *names, bool on)
+struct cap {
+	const char *name;
+	bool on;
+};
+
+static struct json_object *caps(const struct cap *c, int n)
 {
 	struct json_object *arr = json_object_new_array();
 	struct json_object *args = json_object_new_object();
 
-	for (; *names; names++) {
-		struct json_object *c = json_object_new_object();
-		json_object_object_add(c, "capability", json_object_new_string(*names));
-		json_object_object_add(c, "state", json_object_new_boolean(on));
-		json_object_array_add(arr, c);
+	for (int i = 0; i < n; i++) {
+		struct json_object *o = json_object_new_object();
+		json_object_object_add(o, "capability", json_object_new_string(c[i].name));
+		json_object_object_add(o, "state", json_object_new_boolean(c[i].on));
+		json_object_array_add(arr, o);
 	}
 	json_object_object_add(args, "capabilities", arr);
 	return args;
 }
 
-static bool set_caps(struct tp_qmp *q, bool multifd, struct err **errp)
+/* Capabilities: those the target must share, plus the source's own. Each
+ * one we manage is set on or off explicitly: a QEMU that was the target of
+ * an earlier migration keeps that migration's capabilities (multifd left on
+ * makes it open extra connections the next target drops: "Broken pipe"). */
+static bool set_caps(struct tp_qmp *q, const struct mig_tune *t, bool source,
+		     struct err **errp)
 {
-	static const char *const with_multifd[] = { "events", "multifd", NULL };
-	static const char *const plain[] = { "events", NULL };
+	const struct cap c[] = {
+		{ "events", true },
+		{ "multifd", t->multifd > 1 },
+		{ "postcopy-ram", t->postcopy },
+		{ "auto-converge", source && t->auto_converge },
+		{ "xbzrle", source && t->xbzrle },
+	};
 
-	return tp_qmp_run(q, "migrate-set-capabilities",
-			  caps(multifd ? with_multifd : plain, true), 5000, errp);
+	return tp_qmp_run(q, "migrate-set-capabilities", caps(c, (int)ARRAY_SIZE(c)), 5000,
+			  errp);
 }
+
+/* Parameters the target must share: multifd channels and compression. */
+static struct json_object *shared_params(const struct mig_tune *t)
+{
+	struct json_object *params = json_object_new_object();
+
+	if (t->multifd > 1) {
+		json_object_object_add(params, "multifd-channels",
+				       json_object_new_int((int)t->multifd));
+		json_object_object_add(params, "multifd-compression",
+				       json_object_new_string(t->multifd_zstd ? "zstd" : "none"));
+	}
+	return params;
+}
+
+/* ---- the local target ---------------------------------------------------- */
+
+bool mig_target_local_listen(struct tp_qmp *q, const struct mig_tune *t, const char *uri,
+			     struct err **errp)
+{
+	struct json_object *args;
+
+	if (!uri || !*uri)
+		return err_set(errp, ERR_INVAL, "missing incoming migration URI");
+	if (!set_caps(q, t, false, errp) ||
+	    !tp_qmp_run(q, "migrate-set-parameters", shared_params(t), 5000, errp))
+		return false;
+	args = json_object_new_object();
+	json_object_object_add(args, "uri", json_object_new_string(uri));
+	return tp_qmp_run(q, "migrate-incoming", args, 5000, errp);
+}
+
+bool mig_target_local_wait_loaded(struct tp_qmp *q, int timeout_ms, struct err **errp)
+{
+	_cleanup_json_ struct json_object *ev = NULL;
+
+	/* The target sets its run state before announcing completion. */
+	for (;;) {
+		struct json_object *data, *status;
+
+		json_object_put(ev);
+		ev = tp_qmp_wait_event(q, "MIGRATION", timeout_ms, errp);
+		if (!ev) {
+			err_prefix(errp ? *errp : NULL, "target did not finish loading");
+			return false;
+		}
+		if (!json_object_object_get_ex(ev, "data", &data) ||
+		    !json_object_object_get_ex(data, "status", &status))
+			continue;
+		if (!strcmp(json_object_get_string(status), "completed"))
+			return true;
+		if (!strcmp(json_object_get_string(status), "failed"))
+			return err_set(errp, ERR_QMP, "target failed to load the migration stream");
+	}
+}
+
+bool mig_target_local_resume(struct tp_qmp *q, struct err **errp)
+{
+	_cleanup_json_ struct json_object *st = tp_qmp_call(q, "query-status", NULL, 5000, errp);
+	struct json_object *running;
+
+	if (!st)
+		return false;
+	if (json_object_object_get_ex(st, "running", &running) && json_object_get_boolean(running))
+		return true;
+	return tp_qmp_run(q, "cont", NULL, 5000, errp);
+}
+
+bool mig_target_local_quit(struct tp_qmp *q)
+{
+	struct err *e = NULL;
+	int64_t deadline = util_now_ms() + 5000;
+	bool gone = false;
+
+	if (!tp_qmp_run(q, "quit", NULL, 5000, &e) && e->code != ERR_CLOSED) {
+		err_free(e);
+		return false;
+	}
+	err_free(e);
+	while (!gone && util_now_ms() < deadline) {
+		e = NULL;
+		if (!tp_qmp_pump(q, 100, &e))
+			gone = e->code == ERR_CLOSED;
+		err_free(e);
+	}
+	return gone;
+}
+
+static bool local_listen(void *impl, const struct mig_tune *t, struct err **errp)
+{
+	struct mig_target_local *l = impl;
+
+	return mig_target_local_listen(l->qmp, t, l->uri, errp);
+}
+
+static bool local_wait(void *impl, int timeout_ms, struct err **errp)
+{
+	return mig_target_local_wait_loaded(((struct mig_target_local *)impl)->qmp, timeout_ms,
+					    errp);
+}
+
+static bool local_resume(void *impl, struct err **errp)
+{
+	return mig_target_local_resume(((struct mig_target_local *)impl)->qmp, errp);
+}
+
+static bool local_quit(void *impl)
+{
+	return mig_target_local_quit(((struct mig_target_local *)impl)->qmp);
+}
+
+static const struct mig_target_ops local_ops = {
+	.listen = local_listen,
+	.wait_loaded = local_wait,
+	.resume = local_resume,
+	.quit = local_quit,
+	.postcopy_run = local_resume,
+};
+
+void mig_target_local_init(struct mig_target *t, struct mig_target_local *l,
+			   struct tp_qmp *qmp, const char *uri)
+{
+	*l = (struct mig_target_local){ .qmp = qmp, .uri = uri };
+	*t = (struct mig_target){ .ops = &local_ops, .impl = l };
+}
+
+/* ---- source ------------------------------------------------------------------ */
 
 static bool setup(struct raw *r, struct err **errp)
 {
-	const struct mig_raw_opts *o = r->o;
-	bool multifd = o->multifd > 1;
+	const struct mig_tune *t = &r->o->tune;
 	_cleanup_json_ struct json_object *st = NULL;
 	struct json_object *params, *running;
 
@@ -91,30 +251,19 @@ static bool setup(struct raw *r, struct err **errp)
 		return false;
 	r->src_was_running = json_object_object_get_ex(st, "running", &running) &&
 			     json_object_get_boolean(running);
-	if (!set_caps(r->src, multifd, errp) || !set_caps(r->dst, multifd, errp))
+	if (!set_caps(r->src, t, true, errp))
 		return false;
-	params = json_object_new_object();
+	params = shared_params(t);
 	/* QEMU takes max-bandwidth in bytes/s; 0 would mean "no transfer", so
 	 * "unlimited" is spelled as a very large value. */
 	json_object_object_add(params, "max-bandwidth",
-			       json_object_new_uint64(o->max_bandwidth ? o->max_bandwidth :
+			       json_object_new_uint64(t->max_bandwidth ? t->max_bandwidth :
 						      (uint64_t)INT64_MAX));
-	if (o->downtime_ms)
-		json_object_object_add(params, "downtime-limit",
-				       json_object_new_uint64(o->downtime_ms));
-	if (multifd)
-		json_object_object_add(params, "multifd-channels",
-				       json_object_new_int((int)o->multifd));
-	if (!tp_qmp_run(r->src, "migrate-set-parameters", params, 5000, errp))
-		return false;
-	if (multifd) {
-		params = json_object_new_object();
-		json_object_object_add(params, "multifd-channels",
-				       json_object_new_int((int)o->multifd));
-		if (!tp_qmp_run(r->dst, "migrate-set-parameters", params, 5000, errp))
-			return false;
-	}
-	return true;
+	/* Always set: an earlier migration's ramp may have raised it. */
+	r->p.downtime_limit_ms = t->downtime_ms ? t->downtime_ms : QEMU_DOWNTIME_DEFAULT_MS;
+	json_object_object_add(params, "downtime-limit",
+			       json_object_new_uint64(r->p.downtime_limit_ms));
+	return tp_qmp_run(r->src, "migrate-set-parameters", params, 5000, errp);
 }
 
 static uint64_t jget_u64(struct json_object *o, const char *key)
@@ -147,6 +296,7 @@ static const char *poll_status(struct raw *r, struct err **errp)
 	r->p.remaining = jget_u64(ram, "remaining");
 	r->p.passes = jget_u64(ram, "dirty-sync-count");
 	r->p.dirty_rate = jget_u64(ram, "dirty-pages-rate") * (jget_u64(ram, "page-size") ?: 4096);
+	r->p.throttle_pct = jget_u64(qm, "cpu-throttle-percentage");
 	if (ram && json_object_object_get_ex(ram, "mbps", &mbps))
 		r->p.mbps_x100 = (uint64_t)(json_object_get_double(mbps) * 100);
 	r->p.elapsed_ms = util_now_ms() - r->start_ms;
@@ -168,12 +318,80 @@ static const char *poll_status(struct raw *r, struct err **errp)
 	return r->status;
 }
 
+/* Raises the downtime limit one step when the last pass did not shrink
+ * what is left by a tenth. */
+static bool ramp(struct raw *r, struct err **errp)
+{
+	const struct mig_tune *t = &r->o->tune;
+	uint64_t step, limit;
+	struct json_object *params;
+
+	if (t->downtime_max_ms <= r->p.downtime_limit_ms || r->p.passes < RAMP_FIRST_PASS ||
+	    r->p.passes == r->ramp_pass)
+		return true;
+	if (r->ramp_pass && r->p.remaining < r->ramp_remaining / 10 * 9) {
+		r->ramp_pass = r->p.passes;
+		r->ramp_remaining = r->p.remaining;
+		return true;
+	}
+	r->ramp_pass = r->p.passes;
+	r->ramp_remaining = r->p.remaining;
+	if (r->p.passes == RAMP_FIRST_PASS)
+		return true; /* first look: nothing to compare with yet */
+	step = (t->downtime_max_ms - (t->downtime_ms ? t->downtime_ms : QEMU_DOWNTIME_DEFAULT_MS)) /
+	       RAMP_STEPS;
+	limit = r->p.downtime_limit_ms + (step ? step : 1);
+	if (limit > t->downtime_max_ms)
+		limit = t->downtime_max_ms;
+	params = json_object_new_object();
+	json_object_object_add(params, "downtime-limit", json_object_new_uint64(limit));
+	if (!tp_qmp_run(r->src, "migrate-set-parameters", params, 5000, errp))
+		return false;
+	log_info("migration not converging at pass %" PRIu64 " (%" PRIu64 " MiB left): "
+		 "downtime limit %" PRIu64 " -> %" PRIu64 " ms", r->p.passes,
+		 r->p.remaining >> 20, r->p.downtime_limit_ms, limit);
+	r->p.downtime_limit_ms = limit;
+	return true;
+}
+
+/* The completion timeout: abort, or make the rest go at once. */
+static bool on_timeout(struct raw *r, struct err **errp)
+{
+	char rem[32], dr[32];
+
+	util_fmt_bytes(r->p.remaining, rem, sizeof(rem));
+	util_fmt_bytes(r->p.dirty_rate, dr, sizeof(dr));
+	switch (r->o->timeout_action) {
+	case MIG_TIMEOUT_PAUSE:
+		log_warn("migration did not complete within %d s (%s left, guest dirtying %s/s): "
+			 "pausing the guest to finish", r->o->timeout_ms / 1000, rem, dr);
+		r->p.paused_by_timeout = true;
+		return tp_qmp_run(r->src, "stop", NULL, 5000, errp);
+	case MIG_TIMEOUT_POSTCOPY:
+		log_warn("migration did not complete within %d s (%s left, guest dirtying %s/s): "
+			 "switching to postcopy", r->o->timeout_ms / 1000, rem, dr);
+		if (r->o->before_postcopy && !r->o->before_postcopy(r->opaque, errp))
+			return false;
+		if (!tp_qmp_run(r->src, "migrate-start-postcopy", NULL, 5000, errp))
+			return false;
+		r->p.postcopy = true;
+		return true;
+	default:
+		return err_set(errp, ERR_TIMEOUT,
+			       "migration did not complete within %d s (%s left, guest "
+			       "dirtying %s/s)", r->o->timeout_ms / 1000, rem, dr);
+	}
+}
+
 static bool transfer(struct raw *r, struct err **errp)
 {
 	struct json_object *args = json_object_new_object();
 	int64_t deadline = r->o->timeout_ms >= 0 ? util_now_ms() + r->o->timeout_ms : -1;
 	int poll_ms = r->o->poll_ms > 0 ? r->o->poll_ms : 200;
-	int64_t next_cb = 0;
+	int64_t next_cb = 0, moved_ms = util_now_ms();
+	int stall_ms = r->o->stall_ms > 0 ? r->o->stall_ms : 10000;
+	uint64_t last_transferred = 0;
+	bool postcopy_resumed = false;
 
 	json_object_object_add(args, "uri", json_object_new_string(r->o->uri));
 	r->start_ms = util_now_ms();
@@ -195,13 +413,28 @@ static bool transfer(struct raw *r, struct err **errp)
 			}
 			return true;
 		}
-		if (deadline >= 0 && util_now_ms() > deadline) {
-			char rem[32], dr[32];
-			return err_set(errp, ERR_TIMEOUT,
-				       "migration did not complete within %d s (%s left, "
-				       "guest dirtying %s/s)", r->o->timeout_ms / 1000,
-				       util_fmt_bytes(r->p.remaining, rem, sizeof(rem)),
-				       util_fmt_bytes(r->p.dirty_rate, dr, sizeof(dr)));
+		/* In postcopy the target must run to pull the pages it lacks. */
+		if (r->p.postcopy && !postcopy_resumed && !strcmp(st, "postcopy-active")) {
+			if (r->t->ops->postcopy_run && !r->t->ops->postcopy_run(r->t->impl, errp))
+				return false;
+			postcopy_resumed = true;
+		}
+		if (!r->p.postcopy && r->o->cancelled && r->o->cancelled(r->opaque, errp))
+			return false;
+		if (r->p.transferred != last_transferred) {
+			last_transferred = r->p.transferred;
+			moved_ms = util_now_ms();
+		} else if (util_now_ms() - moved_ms > stall_ms && !r->p.postcopy) {
+			return err_set(errp, ERR_TIMEOUT, "migration stalled: no data moved for "
+				       "%d s (is the migration link down?)", stall_ms / 1000);
+		}
+		if (!r->p.postcopy && !ramp(r, errp))
+			return false;
+		if (deadline >= 0 && util_now_ms() > deadline && !r->p.postcopy &&
+		    !r->p.paused_by_timeout) {
+			if (!on_timeout(r, errp))
+				return false;
+			deadline = -1;
 		}
 		if (r->cb && util_now_ms() >= next_cb) {
 			r->cb(&r->p, r->opaque);
@@ -212,88 +445,30 @@ static bool transfer(struct raw *r, struct err **errp)
 	}
 }
 
-static bool switchover(struct raw *r, struct err **errp)
+static bool source_running(struct tp_qmp *q, struct err **errp, bool *running)
 {
-	_cleanup_json_ struct json_object *ev = NULL;
+	_cleanup_json_ struct json_object *st = tp_qmp_call(q, "query-status", NULL, 5000, errp);
+	struct json_object *v;
 
-	/* The target sets its run state before announcing completion. */
-	for (;;) {
-		struct json_object *data, *status;
-
-		json_object_put(ev);
-		ev = tp_qmp_wait_event(r->dst, "MIGRATION", 30000, errp);
-		if (!ev) {
-			err_prefix(errp ? *errp : NULL, "target did not finish loading");
-			return false;
-		}
-		if (!json_object_object_get_ex(ev, "data", &data) ||
-		    !json_object_object_get_ex(data, "status", &status))
-			continue;
-		if (!strcmp(json_object_get_string(status), "completed"))
-			break;
-		if (!strcmp(json_object_get_string(status), "failed"))
-			return err_set(errp, ERR_QMP, "target failed to load the migration stream");
-	}
-	/* A target started with -S waits for us; one without it runs already. */
-	if (r->o->resume_target && r->src_was_running) {
-		_cleanup_json_ struct json_object *st =
-			tp_qmp_call(r->dst, "query-status", NULL, 5000, errp);
-		struct json_object *running;
-
-		if (!st)
-			return false;
-		if (!(json_object_object_get_ex(st, "running", &running) &&
-		      json_object_get_boolean(running)) &&
-		    !tp_qmp_run(r->dst, "cont", NULL, 5000, errp))
-			return false;
-	}
+	if (!st)
+		return false;
+	*running = json_object_object_get_ex(st, "running", &v) && json_object_get_boolean(v);
 	return true;
 }
 
-/* After the source completed, the target may already run the guest: it
- * must be gone before the source may resume, or the guest runs twice. */
-static bool target_gone(struct raw *r)
+/* Cancels an unfinished migration and waits until QEMU says so. */
+static void cancel(struct tp_qmp *src)
 {
 	struct err *e = NULL;
-	int64_t deadline = util_now_ms() + 5000;
-	bool gone = false;
 
-	if (!tp_qmp_run(r->dst, "quit", NULL, 5000, &e) && e->code != ERR_CLOSED) {
-		err_free(e);
-		return false;
-	}
-	err_free(e);
-	while (!gone && util_now_ms() < deadline) {
-		e = NULL;
-		if (!tp_qmp_pump(r->dst, 100, &e))
-			gone = e->code == ERR_CLOSED;
-		err_free(e);
-	}
-	return gone;
-}
-
-/* Rollback: the source must be running as before, whatever went wrong,
- * but never while the target might run the guest too. */
-static void rollback(struct raw *r)
-{
-	struct err *e = NULL;
-	_cleanup_json_ struct json_object *st = NULL;
-	struct json_object *running;
-
-	if (!strcmp(r->status, "completed") && !target_gone(r)) {
-		log_error("rollback: the target still answers after quit; leaving the "
-			  "source paused so the guest cannot run twice");
-		return;
-	}
-
-	if (!tp_qmp_run(r->src, "migrate_cancel", NULL, 5000, &e))
+	if (!tp_qmp_run(src, "migrate_cancel", NULL, 5000, &e))
 		log_warn("rollback: migrate_cancel: %s", e->msg);
 	err_free(e);
 	e = NULL;
 	for (int i = 0; i < 500; i++) {
 		const char *s;
 		_cleanup_json_ struct json_object *qm =
-			tp_qmp_call(r->src, "query-migrate", NULL, 5000, &e);
+			tp_qmp_call(src, "query-migrate", NULL, 5000, &e);
 		struct json_object *status;
 
 		if (!qm)
@@ -306,22 +481,58 @@ static void rollback(struct raw *r)
 		usleep(10000);
 	}
 	err_free(e);
-	e = NULL;
-	st = tp_qmp_call(r->src, "query-status", NULL, 5000, &e);
-	if (st && r->src_was_running &&
-	    !(json_object_object_get_ex(st, "running", &running) &&
-	      json_object_get_boolean(running)) &&
-	    !tp_qmp_run(r->src, "cont", NULL, 5000, &e))
+}
+
+static bool resume_source(struct tp_qmp *src, bool was_running, struct err **errp)
+{
+	bool running = false;
+
+	if (!source_running(src, errp, &running))
+		return false;
+	if (was_running && !running && !tp_qmp_run(src, "cont", NULL, 5000, errp))
+		return false;
+	return true;
+}
+
+bool mig_raw_undo(struct tp_qmp *src, const struct mig_target *t, bool src_was_running,
+		  struct err **errp)
+{
+	if (!t->ops->quit(t->impl))
+		return err_set(errp, ERR_STATE, "the target QEMU does not stop; the source stays "
+			       "paused so the guest cannot run twice");
+	return resume_source(src, src_was_running, errp);
+}
+
+/* Rollback: the source must be running as before, whatever went wrong,
+ * but never while the target might run the guest too. */
+static void rollback(struct raw *r)
+{
+	struct err *e = NULL;
+
+	if (r->p.postcopy) {
+		log_error("rollback impossible after the switch to postcopy: the guest's state "
+			  "is split between both nodes; the source stays paused");
+		return;
+	}
+	if (!strcmp(r->status, "completed") || r->p.state >= MIG_RAW_SWITCHOVER) {
+		if (!r->t->ops->quit(r->t->impl)) {
+			log_error("rollback: the target still answers after quit; leaving the "
+				  "source paused so the guest cannot run twice");
+			return;
+		}
+	} else {
+		cancel(r->src);
+	}
+	if (!resume_source(r->src, r->src_was_running || r->p.paused_by_timeout, &e))
 		log_error("rollback: could not resume the source: %s", e->msg);
 	err_free(e);
 }
 
-bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst, const struct mig_raw_opts *opts,
-		 mig_raw_progress_fn cb, void *opaque, struct mig_raw_progress *final,
-		 struct err **errp)
+bool mig_raw_migrate(struct tp_qmp *src, const struct mig_target *t,
+		     const struct mig_raw_opts *opts, mig_raw_progress_fn cb, void *opaque,
+		     struct mig_raw_progress *final, struct err **errp)
 {
-	struct raw r = { .src = src, .dst = dst, .o = opts, .cb = cb, .opaque = opaque };
-	struct json_object *args;
+	struct raw r = { .src = src, .t = t, .o = opts, .cb = cb, .opaque = opaque };
 	bool started = false;
 
 	r.p.state = MIG_RAW_SETUP;
@@ -332,16 +543,18 @@ bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst, const struct mig_raw_op
 	if (!setup(&r, errp))
 		goto fail;
 	set_state(&r, MIG_RAW_LISTEN);
-	args = json_object_new_object();
-	json_object_object_add(args, "uri", json_object_new_string(opts->uri));
-	if (!tp_qmp_run(dst, "migrate-incoming", args, 5000, errp))
+	if (!t->ops->listen(t->impl, &opts->tune, errp))
 		goto fail;
 	set_state(&r, MIG_RAW_TRANSFER);
 	started = true;
 	if (!transfer(&r, errp))
 		goto fail;
 	set_state(&r, MIG_RAW_SWITCHOVER);
-	if (!switchover(&r, errp))
+	if (!t->ops->wait_loaded(t->impl, 30000, errp))
+		goto fail;
+	/* A target started with -S waits for us; one without it runs already. */
+	if (opts->resume_target && (r.src_was_running || r.p.paused_by_timeout) &&
+	    !t->ops->resume(t->impl, errp))
 		goto fail;
 	set_state(&r, MIG_RAW_DONE);
 	if (final)
@@ -350,8 +563,21 @@ bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst, const struct mig_raw_op
 fail:
 	if (started)
 		rollback(&r);
+	else if (r.src_was_running)
+		resume_source(src, true, NULL); /* a failed setup changed nothing to undo */
 	set_state(&r, MIG_RAW_FAILED);
 	if (final)
 		*final = r.p;
 	return false;
+}
+
+bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst, const struct mig_raw_opts *opts,
+		 mig_raw_progress_fn cb, void *opaque, struct mig_raw_progress *final,
+		 struct err **errp)
+{
+	struct mig_target t;
+	struct mig_target_local l;
+
+	mig_target_local_init(&t, &l, dst, opts->uri);
+	return mig_raw_migrate(src, &t, opts, cb, opaque, final, errp);
 }

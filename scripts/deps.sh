@@ -18,7 +18,15 @@ while read -r pkg status; do
 done < <(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${PKGS[@]}" 2>/dev/null || true)
 missing=()
 for p in "${PKGS[@]}"; do [ -n "${have[$p]:-}" ] || missing+=("$p"); done
-[ ${#missing[@]} -eq 0 ] && exit 0
+# libvirt's embedded QEMU driver (the migration's CPU check) needs the user
+# that libvirt-daemon-system would create; we do not install that package.
+ensure_user() {
+  getent passwd libvirt-qemu >/dev/null && return 0
+  [ "$(id -u)" -eq 0 ] || { echo "deps: user libvirt-qemu missing; run as root" >&2; exit 1; }
+  useradd --system --user-group --no-create-home --home-dir /var/lib/libvirt \
+    --shell /usr/sbin/nologin libvirt-qemu
+}
+[ ${#missing[@]} -eq 0 ] && { ensure_user; exit 0; }
 
 [ "$(id -u)" -eq 0 ] || { echo "deps: missing packages (${missing[*]}); run as root" >&2; exit 1; }
 echo "deps: installing ${missing[*]}"
@@ -36,3 +44,4 @@ if ! apt-get install -y -q --no-install-recommends "${missing[@]}" >/tmp/vmm-dep
   apt-get install -y -q --no-install-recommends "${missing[@]}" >>/tmp/vmm-deps.log 2>&1 || {
     echo "deps: apt-get install failed for: ${missing[*]} (log: /tmp/vmm-deps.log)" >&2; exit 1; }
 fi
+ensure_user

@@ -95,3 +95,43 @@ wait_synced() {
     [ $i -lt 100 ] || die "vmmd on $n not synced+quorate: $(st "$n" status 2>&1)"
   done
 }
+
+# ---- whole nodes: vmmd and commands with the node's settings ----------------
+# The testbed's sshd gives remote commands (the migration agent) the same
+# settings (testbed env NODE), so local and remote halves agree.
+TB_STATE=${VMM_TESTBED_DIR:-/run/vmm-testbed}
+
+# on NODE CMD...: CMD in NODE's namespace with NODE's settings.
+on() {
+  local n=$1 line; local -a envs=(); shift
+  while IFS= read -r line; do line=${line%\'}; envs+=("${line/=\'/=}"); done < <(tb env "$n")
+  env "${envs[@]}" ip netns exec "$n" "$@"
+}
+
+# node_vmmd_start NODE: vmmd with the testbed's data dir, socket and host key.
+node_vmmd_start() {
+  local n=$1 d=$TB_STATE/$1/vmm
+  mkdir -p "$d" "$TB_STATE/$n/run"
+  [ -f "$d/corosync.conf" ] || cp "$TB_STATE/$n/etc/corosync/corosync.conf" "$d/corosync.conf"
+  on "$n" "$VMMD" run --node "$n" --data-dir "$d" --socket "$d/vmmd.sock" \
+    --corosync-conf "$TB_STATE/$n/etc/corosync/corosync.conf" >>"$d/vmmd.log" 2>&1 &
+  echo $! >"$d/vmmd.pid"
+}
+node_vmmd_stop() { local p; p=$(cat "$TB_STATE/$1/vmm/vmmd.pid" 2>/dev/null) && kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; }
+# nst NODE ARGS...: vmstore against NODE's testbed vmmd.
+nst() { VMM_SOCKET=$TB_STATE/$1/vmm/vmmd.sock "$VMSTORE" "${@:2}"; }
+nst_field() { nst "$1" status 2>/dev/null | grep -oE "\"$2\":(\"[^\"]*\"|[a-z0-9]+)" | head -1 | cut -d: -f2 | tr -d '"'; }
+# node_wait_synced NODE...: each testbed vmmd synced, quorate, with its
+# node record (and SSH host key) in the store (15 s).
+node_wait_synced() {
+  local n i
+  for n in "$@"; do
+    for ((i = 0; i < 150; i++)); do
+      [ "$(nst_field "$n" state)" = synced ] && [ "$(nst_field "$n" quorate)" = true ] &&
+        nst "$n" get "nodes/$n" 2>/dev/null | grep -q ssh_host_key && break
+      sleep 0.1
+    done
+    ((i < 150)) || die "vmmd on $n not synced with its node record after 15 s"
+  done
+}
+

@@ -113,6 +113,7 @@ int64_t fakeqmp_read_cmd(struct fakeqmp *f)
 	int64_t id = -1;
 
 	f->last_cmd[0] = '\0';
+	f->last_args[0] = '\0';
 	if (!line)
 		return -1;
 	o = json_tokener_parse(line);
@@ -123,6 +124,9 @@ int64_t fakeqmp_read_cmd(struct fakeqmp *f)
 	}
 	if (json_object_object_get_ex(o, "execute", &v))
 		snprintf(f->last_cmd, sizeof(f->last_cmd), "%s", json_object_get_string(v));
+	if (json_object_object_get_ex(o, "arguments", &v))
+		snprintf(f->last_args, sizeof(f->last_args), "%s",
+			 json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
 	if (json_object_object_get_ex(o, "id", &v))
 		id = json_object_get_int64(v);
 	json_object_put(o);

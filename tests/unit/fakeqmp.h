@@ -22,6 +22,7 @@ struct fakeqmp {
 	void *opaque;
 	int received_fd;      /* an fd passed with SCM_RIGHTS, or -1 */
 	char last_cmd[64];
+	char last_args[1024]; /* its "arguments" as JSON text, "" if none */
 	bool failed;          /* the script saw something unexpected */
 };
 

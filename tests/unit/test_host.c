@@ -50,7 +50,7 @@ static void test_addr_in(void **state)
 	assert_string_equal(a, "127.0.0.1");
 	/* Local (all of 127/8 is), yet the address of no interface. */
 	assert_false(mig_host_addr_in("127.255.255.254/32", a, sizeof(a), &e));
-	expect_msg(&e, ERR_NOTFOUND, "no address of node in 127.255.255.254/32");
+	expect_msg(&e, ERR_NOTFOUND, "no address in 127.255.255.254/32");
 	assert_false(mig_host_addr_in("10.1.2.0/33", a, sizeof(a), &e));
 	expect_msg(&e, ERR_INVAL, "invalid CIDR '10.1.2.0/33': prefix length above 32");
 	assert_false(mig_host_addr_in("tre", a, sizeof(a), &e));

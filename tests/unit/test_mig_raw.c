@@ -26,6 +26,8 @@ struct qemu_model {
 	int polls_active;          /* src: query-migrate replies "active" this often */
 	/* observations */
 	char log[1024];            /* commands seen, space separated */
+	char caps[1024];           /* arguments of the last migrate-set-capabilities */
+	char params[1024];         /* ... and of the first migrate-set-parameters */
 	bool running;
 	int cont_seq, quit_seq;   /* when cont / quit arrived, 0 = never */
 };
@@ -59,6 +61,10 @@ static void serve(struct fakeqmp *f)
 		if (id < 0)
 			return; /* client closed */
 		record(m, c);
+		if (!strcmp(c, "migrate-set-capabilities"))
+			snprintf(m->caps, sizeof(m->caps), "%s", f->last_args);
+		if (!strcmp(c, "migrate-set-parameters") && !m->params[0])
+			snprintf(m->params, sizeof(m->params), "%s", f->last_args);
 		if (!strcmp(c, "query-status")) {
 			fakeqmp_sendf(f, "{\"return\": {\"status\": \"%s\", \"running\": %s}, \"id\": %lld}\r\n",
 				      m->running ? "running" : "paused", m->running ? "true" : "false", id);
@@ -159,7 +165,7 @@ static void test_success_resumes_paused_target(void **state)
 	pair_finish(&p);
 	/* Order matters: parameters before migrate; incoming before migrate. */
 	assert_non_null(strstr(p.ms.log, "migrate-set-capabilities migrate-set-parameters migrate "));
-	assert_non_null(strstr(p.md.log, "migrate-set-capabilities migrate-incoming"));
+	assert_non_null(strstr(p.md.log, "migrate-set-capabilities migrate-set-parameters migrate-incoming"));
 	assert_non_null(strstr(p.md.log, "cont"));
 	assert_true(p.md.running);
 	assert_false(p.ms.running);
@@ -232,6 +238,33 @@ static void test_target_fails_after_source_completed(void **state)
 	assert_true(p.md.quit_seq > 0 && p.ms.cont_seq > p.md.quit_seq); /* quit, then cont */
 }
 
+/* A QEMU that was the target of a multifd migration keeps the multifd
+ * capability: migrating it on without multifd must switch it off (else it
+ * opens extra connections the new target drops), and the downtime limit is
+ * always set (an earlier ramp may have raised it). */
+static void test_caps_set_explicitly(void **state)
+{
+	struct pair p = { 0 };
+	struct mig_raw_opts o = OPTS;
+	struct err *e = NULL;
+
+	(void)state;
+	p.ms.final_status = "completed";
+	p.md.dst_event = "completed";
+	pair_start(&p);
+	o.tune.multifd = 1;
+	o.tune.auto_converge = true;
+	assert_true(mig_raw_run(p.src, p.dst, &o, NULL, NULL, NULL, &e));
+	pair_finish(&p);
+	assert_non_null(strstr(p.ms.caps, "{\"capability\":\"multifd\",\"state\":false}"));
+	assert_non_null(strstr(p.md.caps, "{\"capability\":\"multifd\",\"state\":false}"));
+	assert_non_null(strstr(p.ms.caps, "{\"capability\":\"auto-converge\",\"state\":true}"));
+	/* The target never throttles or delta-decodes on its own. */
+	assert_non_null(strstr(p.md.caps, "{\"capability\":\"auto-converge\",\"state\":false}"));
+	assert_non_null(strstr(p.ms.params, "\"downtime-limit\":300"));
+	assert_non_null(strstr(p.ms.params, "\"max-bandwidth\":9223372036854775807"));
+}
+
 static void test_missing_uri(void **state)
 {
 	struct mig_raw_opts o = OPTS;
@@ -251,6 +284,7 @@ int main(void)
 		cmocka_unit_test(test_failure_resumes_source),
 		cmocka_unit_test(test_timeout_cancels_and_resumes),
 		cmocka_unit_test(test_target_fails_after_source_completed),
+		cmocka_unit_test(test_caps_set_explicitly),
 		cmocka_unit_test(test_missing_uri),
 	};
 	return cmocka_run_group_tests_name("mig_raw", tests, NULL, NULL);

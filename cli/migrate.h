@@ -1,0 +1,81 @@
+/*
+ * migrate.h - `vmmigrate` (cli/vmmigrate.c, cli/migrate_*.c): moving guests
+ * between nodes, like Proxmox's `qm migrate`.
+ *
+ * Store layout (also in docs/vmmigrate.md):
+ *   migrations/<vmid>   the running migration of a guest, written by its
+ *                       worker on the source node at every phase change:
+ *                       {"vmid","source","target","pid","phase","online",
+ *                        "type","was_running","started_ms","cancel"}
+ *                       Removed when the worker ends. One left behind with
+ *                       a dead pid is a crashed worker's: the next vmmigrate
+ *                       on the source node cleans up after it
+ *                       (cli_migrate_recover) before anything else.
+ *   `vmmigrate cancel` sets "cancel": the worker polls it and rolls back.
+ */
+#ifndef VMM_CLI_MIGRATE_H
+#define VMM_CLI_MIGRATE_H
+
+#include "ctl.h"
+#include "progress.h"
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#define CLI_MIG_KEY_LEN 32
+
+struct cli_mig_record {
+	uint32_t vmid;
+	char source[CLU_NODE_NAME_MAX + 1];
+	char target[CLU_NODE_NAME_MAX + 1];
+	pid_t pid;
+	char phase[24];
+	bool online, secure, was_running, cancel;
+	int64_t started_ms;
+	char cancel_by[CLU_NODE_NAME_MAX + 1];
+};
+
+const char *cli_mig_key(uint32_t vmid, char *buf, size_t len);
+/* Reads migrations/<vmid>; ERR_NOTFOUND if there is none. */
+bool cli_mig_record_read(struct clu_client *c, uint32_t vmid, struct cli_mig_record *r,
+			 uint64_t *version, struct err **errp);
+bool cli_mig_record_parse(const char *text, struct cli_mig_record *r, struct err **errp);
+/* Creates it; ERR_CONFLICT if one exists. */
+bool cli_mig_record_create(struct clu_client *c, const struct cli_mig_record *r,
+			   struct err **errp);
+/* Sets the phase, keeping what others wrote (cancel); *cancel gets it. */
+bool cli_mig_record_phase(struct clu_client *c, uint32_t vmid, const char *phase,
+			  bool *cancel, struct err **errp);
+bool cli_mig_record_delete(struct clu_client *c, uint32_t vmid, struct err **errp);
+/* Whether pid is a live vmmigrate process on this node. */
+bool cli_mig_worker_alive(pid_t pid);
+
+/* Cleans up after a dead worker of a migration of vmid from this node:
+ * the store's owner decides which side keeps the guest; the other side's
+ * QEMU is stopped, the source resumed if it is the owner. No record: a
+ * no-op. A live worker: ERR_STATE naming it. */
+bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp);
+
+/* Where to reach a node and how to trust it, from the store and vmmd. */
+struct cli_mig_peer {
+	char name[CLU_NODE_NAME_MAX + 1];
+	char addr[64];         /* cluster address (link 0) */
+	char *host_key;        /* pinned "ssh-ed25519 AAAA..." */
+	bool online, maintenance;
+};
+bool cli_mig_peer_read(struct cli_ctl *x, const char *node, struct cli_mig_peer *p,
+		       struct err **errp);
+void cli_mig_peer_free(struct cli_mig_peer *p);
+/* SSH key and port, remote command: $VMM_SSH_KEY (default
+ * /root/.ssh/id_ed25519), $VMM_SSH_PORT (22), $VMM_REMOTE_VMMIGRATE
+ * (default: this program's own path). */
+const char *cli_mig_ssh_key(void);
+unsigned cli_mig_ssh_port(void);
+const char *cli_mig_remote_cmd(char *buf, size_t len);
+
+/* `vmmigrate _agent`: the target's half (migrate_agent.c). */
+int cli_migrate_agent(void);
+
+extern const struct cli_cmd cli_migrate_run, cli_migrate_cancel, cli_migrate_status;
+
+#endif

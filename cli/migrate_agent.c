@@ -1,0 +1,636 @@
+/*
+ * migrate_agent.c - `vmmigrate _agent`: the target node's half of a
+ * migration, run by the worker over SSH with the control channel on its
+ * stdin/stdout (protocol in migrate/mig_agent.c, logs on stderr).
+ *
+ * Requests, in the order a worker sends them:
+ *   hello                       -> node, pid
+ *   facts {vmid,cidr,cpu,accel,memory,storages}
+ *                               -> the checks only this node can make:
+ *                                  its address in the migration network,
+ *                                  free memory, CPU model, storages
+ *   cleanup {vmid}              -> removes what a dead earlier agent left
+ *   start {vmid,mem_bytes,accel,bind,peer}
+ *                               -> the guest's QEMU, paused, -incoming
+ *                                  defer, and a filtered listener -> port
+ *   listen {tune}               -> getfd + migrate-incoming tcp:fd:...
+ *   wait-loaded, resume, quit   -> the mig_target ops
+ *   recv-volume {storage,volume,size,bind,peer} -> port; then
+ *   volume-wait                 -> receives one volume stream
+ *   keep-volumes                -> the received volumes belong to the guest
+ *   bye                         -> ends the session
+ *
+ * Whatever ends the session without `resume` (bye, EOF because the worker
+ * died or its link broke) ends with the store as judge: if the guest's
+ * record names this node, the worker died after moving the owner, so the
+ * guest is resumed here; otherwise the target QEMU is stopped and the
+ * received volumes removed. The guest never runs on two nodes: the source
+ * resumes only while the record names the source.
+ */
+#include "ctl.h"
+#include "migrate.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../migrate/mig_host.h"
+#include "../transport/tp_net.h"
+#include "../transport/tp_stream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MARKER "agent.pid"       /* in the run dir while the target is ours */
+#define FD_NAME "vmm-mig"        /* QEMU's name for our listening socket */
+#define MEM_OVERHEAD (64ULL << 20) /* QEMU's own memory beside the guest's */
+
+struct agent {
+	struct cli_ctl x;
+	struct mig_chan *ch;
+	uint32_t vmid;
+	struct mig_qemu *q;      /* the target QEMU, our child */
+	int lfd;                 /* listener until handed to QEMU */
+	bool committed;          /* resumed: QEMU runs on after us */
+	char run_dir[512];
+	char *vols[MIG_MAX_DISKS]; /* volumes received this session */
+	unsigned nvols;
+	bool vols_kept;
+	int vol_lfd;             /* listener of the volume being received */
+	char *vol_path;
+	uint64_t vol_size;
+};
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static bool jint(struct json_object *o, const char *key, int64_t *out)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	*out = json_object_get_int64(v);
+	return true;
+}
+
+static bool req_vmid(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	int64_t v;
+
+	if (!jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
+		return err_set(errp, ERR_PROTO, "request without a valid vmid");
+	if (ag->vmid && ag->vmid != (uint32_t)v)
+		return err_set(errp, ERR_STATE, "this session is for guest %" PRIu32, ag->vmid);
+	ag->vmid = (uint32_t)v;
+	cli_ctl_run_dir(ag->vmid, ag->run_dir, sizeof(ag->run_dir));
+	return true;
+}
+
+static void marker_path(const struct agent *ag, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/" MARKER, ag->run_dir);
+}
+
+/* Whether the store names this node as the guest's owner. */
+static bool owned_here(struct agent *ag, bool *yes, struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
+
+	if (!r)
+		return err_set(errp, ERR_IO, "out of memory");
+	if (!clu_guest_read(ag->x.c, ag->vmid, r, errp))
+		return false;
+	*yes = !strcmp(r->node, ag->x.node);
+	return true;
+}
+
+/* ---- facts ------------------------------------------------------------------------ */
+
+static bool node_in_maintenance(struct agent *ag, bool *yes, struct err **errp)
+{
+	char key[CLU_KEY_MAX];
+	_cleanup_free_ char *v = NULL;
+	_cleanup_json_ struct json_object *o = NULL;
+	struct json_object *m;
+	struct err *e = NULL;
+
+	snprintf(key, sizeof(key), "nodes/%s", ag->x.node);
+	v = clu_client_get(ag->x.c, key, NULL, &e);
+	if (!v && e->code == ERR_NOTFOUND) {
+		err_free(e);
+		*yes = false;
+		return true;
+	}
+	if (!v) {
+		err_propagate(errp, &e);
+		return false;
+	}
+	o = json_tokener_parse(v);
+	*yes = o && json_object_object_get_ex(o, "maintenance", &m) && json_object_get_boolean(m);
+	return true;
+}
+
+static struct json_object *do_facts(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	_cleanup_json_ struct json_object *rep = mig_chan_ok();
+	const char *cidr = jstr(req, "cidr"), *cpu = jstr(req, "cpu"), *accel_s = jstr(req, "accel");
+	struct json_object *stor;
+	enum mig_accel accel = MIG_ACCEL_TCG;
+	int64_t need = 0;
+	uint64_t avail;
+	bool maint;
+	char addr[64], root[600], need_s[32], avail_s[32];
+
+	if (!req_vmid(ag, req, errp))
+		return NULL;
+	if (!node_in_maintenance(ag, &maint, errp))
+		return NULL;
+	if (maint) {
+		err_set(errp, ERR_STATE, "node %s is in maintenance", ag->x.node);
+		return NULL;
+	}
+	if (cidr) {
+		if (!mig_host_addr_in(cidr, addr, sizeof(addr), errp)) {
+			err_prefix(errp ? *errp : NULL, "node %s", ag->x.node);
+			return NULL;
+		}
+		json_object_object_add(rep, "address", json_object_new_string(addr));
+	}
+	if (jint(req, "memory", &need) && need > 0) {
+		if (!mig_host_mem_available(&avail, errp))
+			return NULL;
+		json_object_object_add(rep, "mem_available", json_object_new_uint64(avail));
+		if (avail < (uint64_t)need + MEM_OVERHEAD) {
+			err_set(errp, ERR_STATE, "node %s has %s of memory available, guest %" PRIu32
+				" needs %s", ag->x.node, util_fmt_bytes(avail, avail_s, sizeof(avail_s)),
+				ag->vmid, util_fmt_bytes((uint64_t)need + MEM_OVERHEAD, need_s,
+							 sizeof(need_s)));
+			return NULL;
+		}
+	}
+	if (accel_s && !mig_accel_parse(accel_s, &accel, errp))
+		return NULL;
+	if (cpu) {
+		snprintf(root, sizeof(root), "%s/libvirt", cli_ctl_data_dir());
+		if (!mig_host_cpu_check(cpu, accel, jstr(req, "cpu_xml"), root, errp)) {
+			err_prefix(errp ? *errp : NULL, "node %s", ag->x.node);
+			return NULL;
+		}
+	}
+	if (json_object_object_get_ex(req, "storages", &stor) &&
+	    json_object_is_type(stor, json_type_array)) {
+		struct cli_ctl_storages st;
+		bool ok = true;
+
+		if (!cli_ctl_storages_read(&ag->x, &st, errp))
+			return NULL;
+		for (size_t i = 0; ok && i < json_object_array_length(stor); i++) {
+			const char *id = json_object_get_string(json_object_array_get_idx(stor, i));
+
+			ok = cli_ctl_storage_usable(&ag->x, &st, id ? id : "", errp) != NULL;
+		}
+		cli_ctl_storages_free(&st);
+		if (!ok)
+			return NULL;
+	}
+	return TAKE_PTR(rep);
+}
+
+/* ---- leftovers of a dead agent ------------------------------------------------------ */
+
+static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
+				      struct err **errp)
+{
+	struct json_object *rep;
+	char marker[600];
+	_cleanup_free_ char *txt = NULL;
+	const char *action = "none";
+	uint64_t pid = 0;
+	struct mig_qemu *q;
+	bool mine;
+
+	if (!req_vmid(ag, req, errp))
+		return NULL;
+	marker_path(ag, marker, sizeof(marker));
+	txt = util_read_file(marker, 32, NULL);
+	if (txt) {
+		txt[strcspn(txt, "\n")] = '\0';
+		util_parse_u64(txt, 1, INT32_MAX, "pid", &pid, NULL);
+	}
+	if (pid && util_pid_alive((pid_t)pid) && (pid_t)pid != getpid()) {
+		err_set(errp, ERR_STATE, "guest %" PRIu32 " is being migrated here by agent pid %"
+			PRIu64, ag->vmid, pid);
+		return NULL;
+	}
+	if (txt && cli_ctl_running(ag->vmid, NULL)) {
+		if (!owned_here(ag, &mine, errp))
+			return NULL;
+		q = mig_qemu_attach(ag->run_dir, 5000, errp);
+		if (!q)
+			return NULL;
+		if (mine) {
+			if (!mig_target_local_resume(q->qmp, errp)) {
+				mig_qemu_release(q);
+				return NULL;
+			}
+			mig_qemu_release(q);
+			action = "resumed";
+		} else {
+			if (!mig_qemu_stop(q, 10000, errp))
+				return NULL;
+			action = "stopped";
+		}
+		log_info("guest %" PRIu32 ": leftover target QEMU of a dead agent %s", ag->vmid,
+			 action);
+	}
+	if (txt)
+		unlink(marker);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "action", json_object_new_string(action));
+	json_object_object_add(rep, "running", json_object_new_boolean(cli_ctl_running(ag->vmid,
+										  NULL)));
+	return rep;
+}
+
+/* ---- the target QEMU ----------------------------------------------------------------- */
+
+static struct json_object *do_start(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
+	struct cli_ctl_spec_files f = { .ndisks = 0 };
+	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer"), *accel_s = jstr(req, "accel");
+	struct mig_qemu_spec spec;
+	struct json_object *rep;
+	int64_t mem = 0;
+	unsigned port = 0;
+	char marker[600], pidtxt[32];
+
+	if (!r) {
+		err_set(errp, ERR_IO, "out of memory");
+		return NULL;
+	}
+	if (!req_vmid(ag, req, errp))
+		return NULL;
+	if (ag->q) {
+		err_set(errp, ERR_STATE, "a target QEMU is already started in this session");
+		return NULL;
+	}
+	if (!bind || !jint(req, "mem_bytes", &mem) || mem <= 0 || !accel_s) {
+		err_set(errp, ERR_PROTO, "start needs bind, mem_bytes and accel");
+		return NULL;
+	}
+	if (cli_ctl_running(ag->vmid, NULL)) {
+		err_set(errp, ERR_STATE, "guest %" PRIu32 " already has a QEMU on node %s",
+			ag->vmid, ag->x.node);
+		return NULL;
+	}
+	if (!clu_guest_read(ag->x.c, ag->vmid, r, errp) ||
+	    !cli_ctl_guest_spec(&ag->x, r, &f, &spec, errp))
+		goto fail;
+	/* The source's machine is the truth: same RAM, same accelerator. */
+	spec.mem_bytes = (uint64_t)mem;
+	if (!mig_accel_parse(accel_s, &spec.accel, errp))
+		goto fail;
+	spec.paused = true;
+	spec.incoming = true;
+	ag->lfd = tp_net_listen(bind, peer, &port, errp);
+	if (ag->lfd < 0)
+		goto fail;
+	ag->q = mig_qemu_start(&spec, errp);
+	cli_ctl_spec_files_free(&f);
+	if (!ag->q)
+		return NULL;
+	marker_path(ag, marker, sizeof(marker));
+	snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)getpid());
+	if (!util_write_file(marker, pidtxt, 0600, errp))
+		return NULL;
+	log_info("guest %" PRIu32 ": target QEMU pid %d waiting on %s port %u (from %s)",
+		 ag->vmid, (int)ag->q->pid, bind, port, peer ? peer : "anyone");
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "port", json_object_new_int((int)port));
+	json_object_object_add(rep, "pid", json_object_new_int((int)ag->q->pid));
+	return rep;
+fail:
+	cli_ctl_spec_files_free(&f);
+	return NULL;
+}
+
+static struct json_object *do_listen(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	struct json_object *t = NULL;
+	struct mig_tune tune;
+
+	if (!ag->q || ag->lfd < 0) {
+		err_set(errp, ERR_STATE, "listen before start");
+		return NULL;
+	}
+	json_object_object_get_ex(req, "tune", &t);
+	if (!mig_tune_from_json(t, &tune, errp))
+		return NULL;
+	/* QEMU listens on our socket (its "tcp:fd:" form): the port was ours
+	 * from the start and the peer filter stays on it. */
+	if (!tp_qmp_send_fd(ag->q->qmp, ag->lfd, FD_NAME, 5000, errp) ||
+	    !mig_target_local_listen(ag->q->qmp, &tune, "tcp:fd:" FD_NAME, errp))
+		return NULL;
+	close(ag->lfd);
+	ag->lfd = -1;
+	return mig_chan_ok();
+}
+
+static struct json_object *do_wait_loaded(struct agent *ag, struct json_object *req,
+					  struct err **errp)
+{
+	int64_t t = 30000;
+
+	if (!ag->q) {
+		err_set(errp, ERR_STATE, "no target QEMU");
+		return NULL;
+	}
+	jint(req, "timeout_ms", &t);
+	if (!mig_target_local_wait_loaded(ag->q->qmp, (int)t, errp))
+		return NULL;
+	return mig_chan_ok();
+}
+
+static void drop_marker(struct agent *ag)
+{
+	char marker[600];
+
+	marker_path(ag, marker, sizeof(marker));
+	unlink(marker);
+}
+
+static struct json_object *do_resume(struct agent *ag, struct err **errp)
+{
+	if (!ag->q) {
+		err_set(errp, ERR_STATE, "no target QEMU");
+		return NULL;
+	}
+	if (!mig_target_local_resume(ag->q->qmp, errp))
+		return NULL;
+	ag->committed = true;
+	drop_marker(ag);
+	log_info("guest %" PRIu32 ": running on %s (QEMU pid %d)", ag->vmid, ag->x.node,
+		 (int)ag->q->pid);
+	return mig_chan_ok();
+}
+
+static bool stop_target(struct agent *ag, struct err **errp)
+{
+	struct mig_qemu *q = TAKE_PTR(ag->q);
+
+	if (!q)
+		return true;
+	drop_marker(ag);
+	return mig_qemu_stop(q, 10000, errp);
+}
+
+static struct json_object *do_quit(struct agent *ag, struct err **errp)
+{
+	if (ag->committed) {
+		err_set(errp, ERR_STATE, "guest %" PRIu32 " runs here now; not stopping it",
+			ag->vmid);
+		return NULL;
+	}
+	if (!stop_target(ag, errp))
+		return NULL;
+	return mig_chan_ok();
+}
+
+/* ---- volumes ------------------------------------------------------------------------- */
+
+static struct json_object *do_recv_volume(struct agent *ag, struct json_object *req,
+					  struct err **errp)
+{
+	const char *sid = jstr(req, "storage"), *vol = jstr(req, "volume");
+	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer");
+	struct cli_ctl_storages st;
+	const struct clu_storage *s;
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	struct json_object *rep;
+	struct clu_guest_disk d = { .present = true };
+	int64_t size = 0;
+	unsigned port = 0;
+	struct stat sb;
+
+	if (!req_vmid(ag, req, errp))
+		return NULL;
+	if (!sid || !vol || !bind || !jint(req, "size", &size) || size <= 0) {
+		err_set(errp, ERR_PROTO, "recv-volume needs storage, volume, size and bind");
+		return NULL;
+	}
+	if (ag->vol_path || ag->nvols == MIG_MAX_DISKS) {
+		err_set(errp, ERR_STATE, "a volume is already being received");
+		return NULL;
+	}
+	if (!cli_ctl_storages_read(&ag->x, &st, errp))
+		return NULL;
+	snprintf(d.storage, sizeof(d.storage), "%s", sid);
+	snprintf(d.volume, sizeof(d.volume), "%s", vol);
+	s = cli_ctl_storage_usable(&ag->x, &st, sid, errp);
+	path = s ? cli_ctl_disk_path(&st, &d, errp) : NULL;
+	cli_ctl_storages_free(&st);
+	if (!path)
+		return NULL;
+	if (stat(path, &sb) == 0) {
+		err_set(errp, ERR_CONFLICT, "volume %s:%s already exists on node %s (%s)", sid, vol,
+			ag->x.node, path);
+		return NULL;
+	}
+	dir = strdup(path);
+	if (!dir || !util_mkdir_p(dirname(dir), 0750, errp))
+		return NULL;
+	ag->vol_lfd = tp_net_listen(bind, peer, &port, errp);
+	if (ag->vol_lfd < 0)
+		return NULL;
+	ag->vol_path = TAKE_PTR(path);
+	ag->vol_size = (uint64_t)size;
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "port", json_object_new_int((int)port));
+	return rep;
+}
+
+static struct json_object *do_volume_wait(struct agent *ag, struct err **errp)
+{
+	_cleanup_close_ int fd = -1;
+	struct tp_stream_opts o = { .zstd_level = 0 };
+	struct tp_stream_progress fin;
+	struct json_object *rep;
+	char peer[64];
+
+	if (!ag->vol_path) {
+		err_set(errp, ERR_STATE, "volume-wait before recv-volume");
+		return NULL;
+	}
+	fd = tp_net_accept(ag->vol_lfd, 30000, peer, sizeof(peer), errp);
+	close(ag->vol_lfd);
+	ag->vol_lfd = -1;
+	if (fd < 0 || !tp_stream_recv_file(fd, ag->vol_path, ag->vol_size, &o, &fin, errp)) {
+		free(TAKE_PTR(ag->vol_path));
+		return NULL;
+	}
+	ag->vols[ag->nvols++] = TAKE_PTR(ag->vol_path);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "data_bytes", json_object_new_uint64(fin.data_bytes));
+	json_object_object_add(rep, "wire_bytes", json_object_new_uint64(fin.wire_bytes));
+	return rep;
+}
+
+static void remove_volumes(struct agent *ag)
+{
+	while (ag->nvols) {
+		char *p = ag->vols[--ag->nvols];
+
+		if (unlink(p) == 0)
+			log_info("removed volume %s", p);
+		free(p);
+	}
+}
+
+/* ---- session ------------------------------------------------------------------------- */
+
+static struct json_object *dispatch(struct agent *ag, const char *cmd, struct json_object *req,
+				    bool *bye, struct err **errp)
+{
+	struct json_object *rep;
+
+	if (!strcmp(cmd, "hello")) {
+		rep = mig_chan_ok();
+		json_object_object_add(rep, "node", json_object_new_string(ag->x.node));
+		json_object_object_add(rep, "pid", json_object_new_int((int)getpid()));
+		json_object_object_add(rep, "version", json_object_new_int(1));
+		return rep;
+	}
+	if (!strcmp(cmd, "facts"))
+		return do_facts(ag, req, errp);
+	if (!strcmp(cmd, "cleanup"))
+		return do_cleanup(ag, req, errp);
+	if (!strcmp(cmd, "start"))
+		return do_start(ag, req, errp);
+	if (!strcmp(cmd, "listen"))
+		return do_listen(ag, req, errp);
+	if (!strcmp(cmd, "wait-loaded"))
+		return do_wait_loaded(ag, req, errp);
+	if (!strcmp(cmd, "resume"))
+		return do_resume(ag, errp);
+	if (!strcmp(cmd, "quit"))
+		return do_quit(ag, errp);
+	if (!strcmp(cmd, "recv-volume"))
+		return do_recv_volume(ag, req, errp);
+	if (!strcmp(cmd, "volume-wait"))
+		return do_volume_wait(ag, errp);
+	if (!strcmp(cmd, "keep-volumes")) {
+		ag->vols_kept = true;
+		return mig_chan_ok();
+	}
+	if (!strcmp(cmd, "bye")) {
+		*bye = true;
+		return mig_chan_ok();
+	}
+	err_set(errp, ERR_PROTO, "unknown request '%s'", cmd);
+	return NULL;
+}
+
+/* The session ended without a resume: the store decides (see the top). */
+static void finish(struct agent *ag)
+{
+	struct err *e = NULL;
+	bool mine = false;
+
+	if (ag->lfd >= 0)
+		close(ag->lfd);
+	if (ag->vol_lfd >= 0)
+		close(ag->vol_lfd);
+	free(ag->vol_path);
+	if (ag->vmid && (ag->q || (ag->nvols && !ag->vols_kept)) && !ag->committed &&
+	    !owned_here(ag, &mine, &e)) {
+		log_error("guest %" PRIu32 ": cannot read the owner (%s); stopping the target",
+			  ag->vmid, e->msg);
+		err_free(TAKE_PTR(e));
+		mine = false;
+	}
+	if (ag->q && !ag->committed) {
+		if (mine) {
+			log_warn("guest %" PRIu32 ": the worker left after the guest became ours: "
+				 "resuming it here", ag->vmid);
+			if (!mig_target_local_resume(ag->q->qmp, &e)) {
+				log_error("guest %" PRIu32 ": resume failed: %s", ag->vmid, e->msg);
+				err_free(TAKE_PTR(e));
+			} else {
+				ag->committed = true;
+				drop_marker(ag);
+			}
+		} else if (!stop_target(ag, &e)) {
+			log_error("guest %" PRIu32 ": stopping the target failed: %s", ag->vmid,
+				  e->msg);
+			err_free(TAKE_PTR(e));
+		}
+	}
+	if (ag->q) {
+		mig_qemu_release(TAKE_PTR(ag->q)); /* committed: it runs on */
+	}
+	if (!ag->vols_kept && !mine)
+		remove_volumes(ag);
+	while (ag->nvols)
+		free(ag->vols[--ag->nvols]);
+	cli_ctl_close(&ag->x);
+	mig_chan_close(ag->ch);
+}
+
+int cli_migrate_agent(void)
+{
+	struct agent ag = { .lfd = -1, .vol_lfd = -1 };
+	struct err *e = NULL;
+	bool bye = false;
+
+	signal(SIGPIPE, SIG_IGN);
+	/* SSH may end our session with SIGHUP: finish() must still run. */
+	signal(SIGHUP, SIG_IGN);
+	ag.ch = mig_chan_open(STDIN_FILENO, STDOUT_FILENO);
+	if (!ag.ch || !cli_ctl_open(&ag.x, &e)) {
+		log_error("agent: %s", e ? e->msg : "out of memory");
+		if (ag.ch && e) {
+			_cleanup_json_ struct json_object *f = mig_chan_fail(e);
+			mig_chan_send(ag.ch, f, NULL);
+		}
+		err_free(e);
+		mig_chan_close(ag.ch);
+		return 1;
+	}
+	while (!bye) {
+		_cleanup_json_ struct json_object *req = mig_chan_recv(ag.ch, -1, &e);
+		_cleanup_json_ struct json_object *rep = NULL;
+		const char *cmd;
+
+		if (!req) {
+			if (e->code != ERR_CLOSED)
+				log_error("agent: %s", e->msg);
+			err_free(TAKE_PTR(e));
+			break;
+		}
+		cmd = jstr(req, "cmd");
+		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
+		if (!rep) {
+			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
+			rep = mig_chan_fail(e);
+			err_free(TAKE_PTR(e));
+		}
+		if (!mig_chan_send(ag.ch, rep, &e)) {
+			err_free(TAKE_PTR(e));
+			break;
+		}
+	}
+	finish(&ag);
+	return 0;
+}

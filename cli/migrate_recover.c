@@ -1,0 +1,166 @@
+/* migrate_recover.c - after a crashed worker: the store's owner of the
+ * guest decides which side keeps it. The agent on the target already
+ * acted when its session closed (resume if the guest became its node's,
+ * stop otherwise); here the source side follows: resume the source QEMU
+ * if the guest is still ours, stop it if it is not, and drop the record.
+ * See migrate.h. */
+#include "migrate.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../transport/tp_ssh.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Asks the target's agent to remove a dead agent's leftovers: 1 when the
+ * guest runs there afterwards, 0 when not, -1 when the agent is out of
+ * reach. */
+static int target_cleanup(struct cli_ctl *x, const struct cli_mig_record *rec)
+{
+	int result = -1;
+	struct cli_mig_peer peer;
+	struct tp_ssh *ssh = NULL;
+	struct mig_chan *ch = NULL;
+	struct err *e = NULL;
+	char cmd[512];
+	struct json_object *req, *rep = NULL, *v;
+
+	if (!cli_mig_peer_read(x, rec->target, &peer, &e))
+		goto out;
+	{
+		struct mig_agent_addr a = {
+			.node = rec->target,
+			.addr = peer.addr,
+			.host_key = peer.host_key,
+			.ssh_key = cli_mig_ssh_key(),
+			.ssh_port = cli_mig_ssh_port(),
+			.remote_cmd = cli_mig_remote_cmd(cmd, sizeof(cmd)),
+		};
+
+		ch = mig_agent_connect(&a, &ssh, &e);
+	}
+	if (!ch)
+		goto out;
+	req = mig_chan_req("cleanup");
+	json_object_object_add(req, "vmid", json_object_new_int64(rec->vmid));
+	rep = mig_chan_call(ch, req, 30000, &e);
+	if (rep && json_object_object_get_ex(rep, "action", &v))
+		log_info("target %s: leftover QEMU of guest %" PRIu32 ": %s", rec->target,
+			 rec->vmid, json_object_get_string(v));
+	if (rep)
+		result = json_object_object_get_ex(rep, "running", &v) && json_object_get_boolean(v);
+	json_object_put(rep);
+	json_object_put(mig_chan_call(ch, mig_chan_req("bye"), 5000, NULL));
+out:
+	if (e) {
+		log_warn("cannot reach the agent on %s to clean up (%s); a paused target QEMU "
+			 "may be left there", rec->target, e->msg);
+		err_free(e);
+	}
+	mig_chan_close(ch);
+	tp_ssh_close(ssh);
+	cli_mig_peer_free(&peer);
+	return result;
+}
+
+static bool source_side(uint32_t vmid, bool owner_here, bool was_running, struct err **errp)
+{
+	char dir[512];
+	struct mig_qemu *q;
+	_cleanup_json_ struct json_object *st = NULL;
+	struct json_object *running, *status;
+
+	if (!cli_ctl_running(vmid, NULL))
+		return true;
+	q = mig_qemu_attach(cli_ctl_run_dir(vmid, dir, sizeof(dir)), 5000, errp);
+	if (!q)
+		return false;
+	if (!owner_here) {
+		log_warn("guest %" PRIu32 " belongs to the target now: stopping its old QEMU here",
+			 vmid);
+		return mig_qemu_stop(q, 10000, errp);
+	}
+	tp_qmp_run(q->qmp, "migrate_cancel", NULL, 5000, NULL);
+	st = tp_qmp_call(q->qmp, "query-status", NULL, 5000, errp);
+	if (!st) {
+		mig_qemu_release(q);
+		return false;
+	}
+	if (was_running && !(json_object_object_get_ex(st, "running", &running) &&
+			     json_object_get_boolean(running))) {
+		/* Give a cancelled migration a moment to leave its states. */
+		for (int i = 0; i < 100; i++) {
+			_cleanup_json_ struct json_object *qm =
+				tp_qmp_call(q->qmp, "query-migrate", NULL, 5000, NULL);
+
+			if (!qm || !json_object_object_get_ex(qm, "status", &status) ||
+			    (strcmp(json_object_get_string(status), "cancelling") &&
+			     strcmp(json_object_get_string(status), "active")))
+				break;
+			usleep(20000);
+		}
+		if (!tp_qmp_run(q->qmp, "cont", NULL, 5000, errp)) {
+			mig_qemu_release(q);
+			return false;
+		}
+		log_warn("guest %" PRIu32 " resumed on this node after a crashed migration", vmid);
+	}
+	mig_qemu_release(q);
+	return true;
+}
+
+bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	struct cli_mig_record rec;
+	struct err *e = NULL;
+	bool owner_here;
+	int there;
+
+	if (!g)
+		return err_set(errp, ERR_IO, "out of memory");
+	if (!cli_mig_record_read(x->c, vmid, &rec, NULL, &e)) {
+		if (e->code == ERR_NOTFOUND) {
+			err_free(e);
+			return true;
+		}
+		err_propagate(errp, &e);
+		return false;
+	}
+	if (strcmp(rec.source, x->node))
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " has an unfinished migration "
+			       "from %s to %s (phase %s): run vmmigrate on %s to clean it up",
+			       vmid, rec.source, rec.target, rec.phase, rec.source);
+	if (rec.pid != getpid() && cli_mig_worker_alive(rec.pid))
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is being migrated to %s by "
+			       "pid %d (phase %s)", vmid, rec.target, (int)rec.pid, rec.phase);
+	if (!clu_guest_read(x->c, vmid, g, errp))
+		return false;
+	owner_here = !strcmp(g->node, x->node);
+	log_warn("guest %" PRIu32 ": cleaning up after a crashed migration to %s (worker pid "
+		 "%d died in phase %s; the store says the guest is %s's)", vmid, rec.target,
+		 (int)rec.pid, rec.phase, g->node);
+	/* Target first: its QEMU must be gone before ours may run again. */
+	there = target_cleanup(x, &rec);
+	if (!owner_here && there == 0 && cli_ctl_running(vmid, NULL)) {
+		/* The owner moved but the target has no QEMU: the only copy of
+		 * the guest is the paused source. Take it back. */
+		log_warn("guest %" PRIu32 " belongs to %s, which does not run it: taking it back",
+			 vmid, rec.target);
+		snprintf(g->node, sizeof(g->node), "%s", x->node);
+		if (!clu_guest_update(x->c, g, errp))
+			return false;
+		owner_here = true;
+	} else if (!owner_here && there < 0 && cli_ctl_running(vmid, NULL)) {
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " belongs to %s, which cannot be "
+			       "asked whether it runs it; leaving the paused QEMU here alone", vmid,
+			       rec.target);
+	}
+	if (!source_side(vmid, owner_here, rec.was_running, errp))
+		return false;
+	return cli_mig_record_delete(x->c, vmid, errp);
+}

@@ -1,0 +1,39 @@
+/*
+ * vmmigrate.c - moving guests between nodes (like Proxmox's `qm migrate`):
+ *   vmmigrate VMID TARGET [--online] ...   (= vmmigrate migrate VMID TARGET)
+ *   vmmigrate status [VMID] | cancel VMID
+ * and `vmmigrate _agent`, the target's half, which the worker starts over
+ * SSH (not for humans: its stdin/stdout are the control channel).
+ * docs/vmmigrate.md is the manual.
+ */
+#include "migrate.h"
+
+#include <ctype.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const struct cli_cmd *const cmds[] = {
+	&cli_migrate_run, &cli_migrate_status, &cli_migrate_cancel, NULL,
+};
+
+int main(int argc, char **argv)
+{
+	/* A peer that goes away mid-request is an error to report, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	if (argc == 2 && !strcmp(argv[1], "_agent"))
+		return cli_migrate_agent();
+	/* `vmmigrate 106 tre` is `vmmigrate migrate 106 tre`. */
+	if (argc >= 2 && isdigit((unsigned char)argv[1][0])) {
+		char **av = calloc((size_t)argc + 2, sizeof(*av));
+
+		if (!av)
+			return 1;
+		av[0] = argv[0];
+		av[1] = "migrate";
+		memcpy(av + 2, argv + 1, (size_t)(argc - 1) * sizeof(*av));
+		argc++;
+		argv = av;
+	}
+	return cli_main("vmmigrate", "move guests between the cluster's nodes", cmds, argc, argv);
+}

@@ -1,0 +1,650 @@
+/*
+ * mig_job.c - one guest's migration from this node to another, as the
+ * phase machine of DESIGN.md §4 (after Proxmox's QemuMigrate):
+ *
+ *   check -> prepare -> start-target -> transfer -> switchover -> cleanup
+ *                                                       -> done
+ *   (any failure before the owner moved)  -> rollback -> failed
+ *
+ * check        control session (SSH to the target's cluster address, the
+ *              agent at its end) and the checks only the target can make:
+ *              its address in the migration network, memory, CPU, storages
+ * prepare      the phase record in the store (so a crash can be cleaned
+ *              up), data sessions for secure mode
+ * start-target the target QEMU, paused, listening (online); nothing offline
+ * transfer     RAM through QEMU (online) or local volumes as zstd streams
+ *              (offline)
+ * switchover   the store's owner moves to the target - only after QEMU
+ *              reported completion - then the target runs, then the
+ *              source stops: one node runs the guest at every instant
+ * cleanup      source QEMU gone, source copies of moved volumes removed
+ *
+ * Every transition goes through set_phase(), which logs it and persists it
+ * through the caller's hooks. Contract in mig.h.
+ */
+#include "mig.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../transport/tp_net.h"
+#include "../transport/tp_ssh.h"
+#include "../transport/tp_stream.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define CTL_TIMEOUT_MS 30000
+#define FACTS_TIMEOUT_MS 60000 /* the CPU check may probe QEMU once */
+#define MAX_DATA_SESSIONS 17
+
+static const char *const phase_names[] = {
+	[MIG_PHASE_CHECK] = "check",
+	[MIG_PHASE_PREPARE] = "prepare",
+	[MIG_PHASE_START_TARGET] = "start-target",
+	[MIG_PHASE_TRANSFER] = "transfer",
+	[MIG_PHASE_SWITCHOVER] = "switchover",
+	[MIG_PHASE_CLEANUP] = "cleanup",
+	[MIG_PHASE_DONE] = "done",
+	[MIG_PHASE_ROLLBACK] = "rollback",
+	[MIG_PHASE_FAILED] = "failed",
+};
+_Static_assert(ARRAY_SIZE(phase_names) == MIG_PHASE_MAX, "phase_names");
+
+const char *mig_phase_name(enum mig_phase p)
+{
+	return (unsigned)p < MIG_PHASE_MAX ? phase_names[p] : "?";
+}
+
+bool mig_phase_parse(const char *s, enum mig_phase *out)
+{
+	for (int i = 0; i < MIG_PHASE_MAX; i++)
+		if (!strcmp(s, phase_names[i])) {
+			*out = (enum mig_phase)i;
+			return true;
+		}
+	return false;
+}
+
+struct job {
+	const struct mig_job *j;
+	struct mig_job_progress p;
+	struct tp_ssh *ctl_ssh;
+	struct mig_chan *ch;
+	struct tp_ssh *data[MAX_DATA_SESSIONS];
+	unsigned ndata;
+	char target_addr[64];   /* where data goes */
+	bool target_started;
+	bool owner_moved;
+	int64_t start_ms;
+	/* secure online: QEMU's connections to forward */
+	int qemu_lfd;
+	char sock_path[600];
+	pthread_t fwd;
+	bool fwd_running;
+	volatile bool fwd_stop;
+	unsigned port;
+};
+
+/* The one place the phase changes. A failed persist is fatal only before
+ * the owner moved (then rollback keeps the old state true). */
+static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
+{
+	log_info("migration of guest %" PRIu32 " to %s: %s -> %s", jb->j->vmid, jb->j->target,
+		 mig_phase_name(jb->p.phase), mig_phase_name(ph));
+	jb->p.phase = ph;
+	if (jb->j->hooks.progress)
+		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
+	if (jb->j->hooks.persist && !jb->j->hooks.persist(ph, jb->j->hooks.opaque, errp))
+		return ph >= MIG_PHASE_SWITCHOVER && jb->owner_moved;
+	return true;
+}
+
+/* ---- sessions ------------------------------------------------------------------- */
+
+static void ssh_opts(const struct mig_job *j, const char *host, struct tp_ssh_opts *o)
+{
+	*o = (struct tp_ssh_opts){
+		.host = host,
+		.port = j->ssh_port,
+		.user = "root",
+		.key = j->ssh_key,
+		.host_key = j->target_host_key,
+		.timeout_ms = 10000,
+	};
+}
+
+struct mig_chan *mig_agent_connect(const struct mig_agent_addr *a, struct tp_ssh **ssh,
+				   struct err **errp)
+{
+	const char *argv[] = { a->remote_cmd, "_agent", NULL };
+	struct tp_ssh_opts o = {
+		.host = a->addr,
+		.port = a->ssh_port,
+		.user = "root",
+		.key = a->ssh_key,
+		.host_key = a->host_key,
+		.timeout_ms = 10000,
+	};
+	_cleanup_json_ struct json_object *rep = NULL;
+	struct mig_chan *ch;
+	int fd;
+
+	if (!a->host_key || !*a->host_key)
+		return err_set(errp, ERR_STATE, "node %s has no SSH host key in the cluster "
+			       "store to pin (is its vmmd running?)", a->node), NULL;
+	*ssh = tp_ssh_open(&o, errp);
+	if (!*ssh) {
+		err_prefix(errp ? *errp : NULL, "control session to %s", a->node);
+		return NULL;
+	}
+	fd = tp_ssh_exec(*ssh, argv, errp);
+	ch = fd < 0 ? NULL : mig_chan_open(fd, fd);
+	if (!ch) {
+		if (fd >= 0) {
+			close(fd);
+			err_set(errp, ERR_IO, "out of memory");
+		}
+		goto fail;
+	}
+	rep = mig_chan_call(ch, mig_chan_req("hello"), CTL_TIMEOUT_MS, errp);
+	if (!rep) {
+		const char *why = tp_ssh_exec_stderr(*ssh);
+
+		if (errp && *errp && why && *why) {
+			char line[256];
+
+			snprintf(line, sizeof(line), "%s", why);
+			line[strcspn(line, "\n")] = '\0';
+			err_prefix(*errp, "agent on %s did not start (%s)", a->node, line);
+		}
+		mig_chan_close(ch);
+		goto fail;
+	}
+	return ch;
+fail:
+	tp_ssh_close(*ssh);
+	*ssh = NULL;
+	return NULL;
+}
+
+static bool open_control(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	struct mig_agent_addr a = {
+		.node = j->target,
+		.addr = j->target_ctl_addr,
+		.host_key = j->target_host_key,
+		.ssh_key = j->ssh_key,
+		.ssh_port = j->ssh_port,
+		.remote_cmd = j->remote_cmd,
+	};
+
+	jb->ch = mig_agent_connect(&a, &jb->ctl_ssh, errp);
+	return jb->ch != NULL;
+}
+
+static bool facts(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	struct json_object *req = mig_chan_req("facts"), *st = json_object_new_array(), *v;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	json_object_object_add(req, "vmid", json_object_new_int64(j->vmid));
+	if (j->cidr)
+		json_object_object_add(req, "cidr", json_object_new_string(j->cidr));
+	json_object_object_add(req, "cpu", json_object_new_string(j->cpu_model));
+	json_object_object_add(req, "accel", json_object_new_string(mig_accel_name(j->accel)));
+	json_object_object_add(req, "memory", json_object_new_uint64(j->mem_bytes));
+	for (unsigned i = 0; i < j->nstorages; i++)
+		json_object_array_add(st, json_object_new_string(j->storages[i]));
+	json_object_object_add(req, "storages", st);
+	rep = mig_chan_call(jb->ch, req, FACTS_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	if (j->cidr) {
+		if (!json_object_object_get_ex(rep, "address", &v))
+			return err_set(errp, ERR_PROTO, "the agent on %s sent no address", j->target);
+		snprintf(jb->target_addr, sizeof(jb->target_addr), "%s", json_object_get_string(v));
+	} else {
+		snprintf(jb->target_addr, sizeof(jb->target_addr), "%s", j->target_ctl_addr);
+	}
+	snprintf(jb->p.target_addr, sizeof(jb->p.target_addr), "%s", jb->target_addr);
+	return true;
+}
+
+/* Leftovers of an earlier, crashed migration of this guest on the target. */
+static bool target_cleanup(struct job *jb, struct err **errp)
+{
+	struct json_object *req = mig_chan_req("cleanup"), *v;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	json_object_object_add(req, "vmid", json_object_new_int64(jb->j->vmid));
+	rep = mig_chan_call(jb->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	if (json_object_object_get_ex(rep, "action", &v) && strcmp(json_object_get_string(v), "none"))
+		log_warn("target %s: %s a leftover QEMU of an earlier migration of guest %" PRIu32,
+			 jb->j->target, json_object_get_string(v), jb->j->vmid);
+	return true;
+}
+
+static bool open_data(struct job *jb, unsigned n, struct err **errp)
+{
+	struct tp_ssh_opts o;
+
+	if (n > MAX_DATA_SESSIONS)
+		n = MAX_DATA_SESSIONS;
+	ssh_opts(jb->j, jb->target_addr, &o);
+	if (!tp_ssh_open_many(&o, n, jb->data, errp)) {
+		err_prefix(errp ? *errp : NULL, "data sessions to %s", jb->target_addr);
+		return false;
+	}
+	jb->ndata = n;
+	return true;
+}
+
+/* ---- secure online: QEMU's connections into SSH channels ----------------------- */
+
+static void *forwarder(void *arg)
+{
+	struct job *jb = arg;
+	unsigned next = 0;
+
+	while (!jb->fwd_stop) {
+		struct err *e = NULL;
+		int fd = tp_net_accept(jb->qemu_lfd, 200, NULL, 0, &e);
+
+		if (fd < 0) {
+			bool timeout = e->code == ERR_TIMEOUT;
+
+			if (!timeout)
+				log_warn("forwarder: %s", e->msg);
+			err_free(e);
+			if (!timeout)
+				break;
+			continue;
+		}
+		/* One session per connection while they last: multifd channels
+		 * then run on separate TCP connections and threads. */
+		if (!tp_ssh_forward(jb->data[next % jb->ndata], fd, "127.0.0.1", jb->port, &e)) {
+			log_warn("forwarder: %s", e->msg);
+			err_free(e);
+		}
+		next++;
+	}
+	return NULL;
+}
+
+static bool start_forwarder(struct job *jb, struct err **errp)
+{
+	snprintf(jb->sock_path, sizeof(jb->sock_path), "%s/mig-%d.sock", jb->j->src_run_dir,
+		 (int)getpid());
+	jb->qemu_lfd = tp_net_unix_listen(jb->sock_path, errp);
+	if (jb->qemu_lfd < 0)
+		return false;
+	if (pthread_create(&jb->fwd, NULL, forwarder, jb) != 0) {
+		close(jb->qemu_lfd);
+		jb->qemu_lfd = -1;
+		return err_set(errp, ERR_IO, "cannot start the forwarder thread");
+	}
+	jb->fwd_running = true;
+	return true;
+}
+
+static void stop_forwarder(struct job *jb)
+{
+	if (jb->fwd_running) {
+		jb->fwd_stop = true;
+		pthread_join(jb->fwd, NULL);
+		jb->fwd_running = false;
+	}
+	if (jb->qemu_lfd >= 0) {
+		close(jb->qemu_lfd);
+		jb->qemu_lfd = -1;
+		unlink(jb->sock_path);
+	}
+}
+
+/* ---- online --------------------------------------------------------------------- */
+
+static bool start_target(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	struct json_object *req = mig_chan_req("start"), *v;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	json_object_object_add(req, "vmid", json_object_new_int64(j->vmid));
+	json_object_object_add(req, "mem_bytes", json_object_new_uint64(j->mem_bytes));
+	json_object_object_add(req, "accel", json_object_new_string(mig_accel_name(j->accel)));
+	/* Secure: only sshd on the target's loopback may connect; insecure:
+	 * only our address in the migration network. */
+	json_object_object_add(req, "bind", json_object_new_string(j->secure ? "127.0.0.1" :
+								   jb->target_addr));
+	json_object_object_add(req, "peer", json_object_new_string(j->secure ? "127.0.0.1" :
+								   j->source_addr));
+	rep = mig_chan_call(jb->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	jb->target_started = true;
+	if (!json_object_object_get_ex(rep, "port", &v) || json_object_get_int(v) <= 0)
+		return err_set(errp, ERR_PROTO, "the agent on %s sent no port", j->target);
+	jb->port = (unsigned)json_object_get_int(v);
+	return true;
+}
+
+static void on_raw(const struct mig_raw_progress *rp, void *opaque)
+{
+	struct job *jb = opaque;
+
+	jb->p.raw = *rp;
+	if (jb->j->hooks.progress)
+		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
+}
+
+static bool raw_cancelled(void *opaque, struct err **errp)
+{
+	struct job *jb = opaque;
+
+	if (jb->ctl_ssh && tp_ssh_failed(jb->ctl_ssh))
+		return !err_set(errp, ERR_CLOSED, "control session to %s lost: %s", jb->j->target,
+				tp_ssh_failed(jb->ctl_ssh));
+	return jb->j->hooks.check && !jb->j->hooks.check(jb->j->hooks.opaque, errp);
+}
+
+static bool move_owner(struct job *jb, struct err **errp)
+{
+	if (!jb->j->hooks.move_owner(jb->j->hooks.opaque, errp)) {
+		err_prefix(errp ? *errp : NULL, "cannot move guest %" PRIu32 " to %s in the store",
+			   jb->j->vmid, jb->j->target);
+		return false;
+	}
+	jb->owner_moved = true;
+	return true;
+}
+
+static bool before_postcopy(void *opaque, struct err **errp)
+{
+	return move_owner(opaque, errp);
+}
+
+static bool online(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	struct mig_raw_opts o = {
+		.tune = j->tune,
+		.timeout_ms = j->timeout_ms,
+		.timeout_action = j->timeout_action,
+		.poll_ms = 200,
+		.resume_target = false, /* only after the owner moved */
+		.cancelled = raw_cancelled,
+		.before_postcopy = before_postcopy,
+	};
+	struct mig_target t;
+	char uri[700];
+	bool was_running = j->src_was_running;
+
+	if (!set_phase(jb, MIG_PHASE_START_TARGET, errp) || !start_target(jb, errp))
+		return false;
+	if (j->secure) {
+		if (!start_forwarder(jb, errp))
+			return false;
+		snprintf(uri, sizeof(uri), "unix:%s", jb->sock_path);
+	} else {
+		snprintf(uri, sizeof(uri), strchr(jb->target_addr, ':') ? "tcp:[%s]:%u" : "tcp:%s:%u",
+			 jb->target_addr, jb->port);
+	}
+	o.uri = uri;
+	mig_chan_target(jb->ch, &t);
+	if (!set_phase(jb, MIG_PHASE_TRANSFER, errp))
+		return false;
+	if (!mig_raw_migrate(j->src_qmp, &t, &o, on_raw, jb, &jb->p.raw, errp))
+		return false; /* after postcopy began, owner_moved is set already */
+	stop_forwarder(jb);
+	if (!set_phase(jb, MIG_PHASE_SWITCHOVER, errp))
+		goto undo;
+	if (!jb->owner_moved && !move_owner(jb, errp))
+		goto undo;
+	/* The owner is the target now: from here on the target must run. */
+	if (!t.ops->resume(t.impl, errp)) {
+		log_error("guest %" PRIu32 " belongs to %s but did not resume there: %s", j->vmid,
+			  j->target, errp && *errp ? (*errp)->msg : "?");
+		return false;
+	}
+	return true;
+undo:
+	if (!mig_raw_undo(j->src_qmp, &t, was_running || jb->p.raw.paused_by_timeout, NULL))
+		log_error("guest %" PRIu32 ": could not undo the completed migration", j->vmid);
+	jb->target_started = false;
+	return false;
+}
+
+/* ---- offline: volumes ---------------------------------------------------------------- */
+
+struct vol_cb {
+	struct job *jb;
+	unsigned idx;
+};
+
+static void on_volume(const struct tp_stream_progress *sp, void *opaque)
+{
+	struct vol_cb *vc = opaque;
+	struct job *jb = vc->jb;
+
+	jb->p.vol_index = vc->idx;
+	jb->p.vol_covered = jb->p.vols_done + sp->covered;
+	jb->p.vol_wire = jb->p.wire_done + sp->wire_bytes;
+	if (jb->j->hooks.progress)
+		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
+}
+
+/* A stream to the agent's listener: TCP, or a channel of a data session. */
+static int data_stream(struct job *jb, unsigned port, struct err **errp)
+{
+	int sp[2];
+
+	if (!jb->j->secure)
+		return tp_net_connect(jb->target_addr, port, 10000, errp);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		err_set_errno(errp, errno, "socketpair");
+		return -1;
+	}
+	if (!tp_ssh_forward(jb->data[0], sp[1], "127.0.0.1", port, errp)) {
+		close(sp[0]);
+		return -1;
+	}
+	return sp[0];
+}
+
+static bool send_volume(struct job *jb, unsigned i, struct err **errp)
+{
+	const struct mig_job_volume *v = &jb->j->volumes[i];
+	struct json_object *req = mig_chan_req("recv-volume"), *pv;
+	_cleanup_json_ struct json_object *rep = NULL, *done = NULL;
+	struct vol_cb vc = { .jb = jb, .idx = i };
+	struct tp_stream_opts so = {
+		.zstd_level = 1,
+		.rate_limit = jb->j->tune.max_bandwidth,
+		.progress = on_volume,
+		.opaque = &vc,
+	};
+	struct tp_stream_progress fin;
+	_cleanup_close_ int fd = -1;
+	bool sent;
+
+	json_object_object_add(req, "vmid", json_object_new_int64(jb->j->vmid));
+	json_object_object_add(req, "storage", json_object_new_string(v->storage));
+	json_object_object_add(req, "volume", json_object_new_string(v->volume));
+	json_object_object_add(req, "size", json_object_new_uint64(v->size));
+	json_object_object_add(req, "bind", json_object_new_string(jb->j->secure ? "127.0.0.1" :
+								   jb->target_addr));
+	json_object_object_add(req, "peer", json_object_new_string(jb->j->secure ? "127.0.0.1" :
+								   jb->j->source_addr));
+	rep = mig_chan_call(jb->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	if (!json_object_object_get_ex(rep, "port", &pv))
+		return err_set(errp, ERR_PROTO, "the agent on %s sent no port", jb->j->target);
+	/* Ask for the result first: the agent accepts and receives while we send. */
+	req = mig_chan_req("volume-wait");
+	if (!mig_chan_send(jb->ch, req, errp)) {
+		json_object_put(req);
+		return false;
+	}
+	json_object_put(req);
+	fd = data_stream(jb, (unsigned)json_object_get_int(pv), errp);
+	if (fd < 0)
+		return false;
+	sent = tp_stream_send_file(fd, v->path, &so, &fin, errp);
+	shutdown(fd, SHUT_WR);
+	done = mig_chan_recv(jb->ch, sent ? 120000 : 10000, sent ? errp : NULL);
+	if (!sent)
+		return false;
+	if (!done) {
+		err_prefix(errp ? *errp : NULL, "volume %s:%s", v->storage, v->volume);
+		return false;
+	}
+	if (!json_object_object_get_ex(done, "ok", &pv) || !json_object_get_boolean(pv)) {
+		struct json_object *m;
+
+		return err_set(errp, ERR_IO, "volume %s:%s: %s", v->storage, v->volume,
+			       json_object_object_get_ex(done, "error", &m) ?
+				       json_object_get_string(m) : "the target refused it");
+	}
+	jb->p.vols_done += v->size;
+	jb->p.wire_done += fin.wire_bytes;
+	jb->p.data_done += fin.data_bytes;
+	return true;
+}
+
+static bool offline(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	if (!set_phase(jb, MIG_PHASE_TRANSFER, errp))
+		return false;
+	for (unsigned i = 0; i < j->nvolumes; i++)
+		if (!send_volume(jb, i, errp))
+			return false;
+	if (!set_phase(jb, MIG_PHASE_SWITCHOVER, errp))
+		return false;
+	if (j->nvolumes) {
+		rep = mig_chan_call(jb->ch, mig_chan_req("keep-volumes"), CTL_TIMEOUT_MS, errp);
+		if (!rep)
+			return false;
+	}
+	return move_owner(jb, errp);
+}
+
+/* ---- rollback and cleanup ---------------------------------------------------------- */
+
+static void rollback(struct job *jb, const struct err *first)
+{
+	struct err *e = NULL;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	jb->p.phase = MIG_PHASE_ROLLBACK;
+	log_warn("migration of guest %" PRIu32 " to %s failed (%s): rolling back", jb->j->vmid,
+		 jb->j->target, first ? first->msg : "?");
+	if (jb->j->hooks.progress)
+		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
+	stop_forwarder(jb);
+	/* The target QEMU goes; received volumes go with the session (the
+	 * agent removes them unless the store gave it the guest). */
+	if (jb->ch && jb->target_started) {
+		rep = mig_chan_call(jb->ch, mig_chan_req("quit"), CTL_TIMEOUT_MS, &e);
+		if (!rep) {
+			log_warn("rollback: stopping the target QEMU: %s", e->msg);
+			err_free(TAKE_PTR(e));
+		}
+	}
+	/* The source: mig_raw already resumed it if it had to. */
+}
+
+static void close_sessions(struct job *jb)
+{
+	if (jb->ch) {
+		struct json_object *rep = mig_chan_call(jb->ch, mig_chan_req("bye"), 5000, NULL);
+
+		json_object_put(rep);
+		mig_chan_close(jb->ch);
+		jb->ch = NULL;
+	}
+	for (unsigned i = 0; i < jb->ndata; i++)
+		tp_ssh_close(jb->data[i]);
+	jb->ndata = 0;
+	tp_ssh_close(jb->ctl_ssh);
+	jb->ctl_ssh = NULL;
+}
+
+/* ---- the job ------------------------------------------------------------------------- */
+
+bool mig_job_run(const struct mig_job *j, struct mig_job_progress *final, struct err **errp)
+{
+	struct job jb = { .j = j, .qemu_lfd = -1 };
+	struct err *e = NULL;
+	bool ok = false;
+
+	jb.p.phase = MIG_PHASE_CHECK;
+	jb.p.vmid = j->vmid;
+	jb.p.online = j->online;
+	jb.p.raw.downtime_ms = -1;
+	for (unsigned i = 0; i < j->nvolumes; i++)
+		jb.p.vols_total += j->volumes[i].size;
+	jb.start_ms = util_now_ms();
+	if (j->online && !j->src_qmp) {
+		err_set(errp, ERR_INVAL, "online migration without the source's QMP");
+		return false;
+	}
+	if (!open_control(&jb, &e) || !facts(&jb, &e))
+		goto out;
+	if (!set_phase(&jb, MIG_PHASE_PREPARE, &e) || !target_cleanup(&jb, &e))
+		goto out;
+	if (j->secure && (j->online || j->nvolumes) &&
+	    !open_data(&jb, j->online ? 1 + (j->tune.multifd > 1 ? j->tune.multifd : 0) : 1, &e))
+		goto out;
+	if (!(j->online ? online(&jb, &e) : offline(&jb, &e)))
+		goto out;
+	if (!set_phase(&jb, MIG_PHASE_CLEANUP, &e))
+		goto out;
+	ok = true;
+out:
+	if (!ok && !jb.owner_moved) {
+		rollback(&jb, e);
+		jb.p.phase = MIG_PHASE_FAILED;
+		if (j->hooks.persist)
+			j->hooks.persist(MIG_PHASE_FAILED, j->hooks.opaque, NULL);
+	}
+	close_sessions(&jb);
+	stop_forwarder(&jb);
+	jb.p.elapsed_ms = util_now_ms() - jb.start_ms;
+	if (ok || jb.owner_moved) {
+		/* The guest is the target's: what is left here is cleanup, and
+		 * its failures are warnings, not a failed migration. */
+		jb.p.phase = MIG_PHASE_DONE;
+		if (!ok) {
+			log_error("guest %" PRIu32 " moved to %s, but: %s", j->vmid, j->target,
+				  e ? e->msg : "?");
+		}
+	}
+	if (j->hooks.progress)
+		j->hooks.progress(&jb.p, j->hooks.opaque);
+	if (final)
+		*final = jb.p;
+	if (jb.p.phase == MIG_PHASE_DONE) {
+		if (!ok && e)
+			snprintf(jb.p.warning, sizeof(jb.p.warning), "%s", e->msg);
+		if (final)
+			*final = jb.p;
+		err_free(e);
+		return true;
+	}
+	err_propagate(errp, &e);
+	return false;
+}
