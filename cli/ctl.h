@@ -79,6 +79,22 @@ bool cli_ctl_check_boot(const struct clu_guest_conf *g, struct err **errp);
 /* Whether a key needs the guest stopped (and so its owner node) to change. */
 bool cli_ctl_conf_is_hardware(const char *key);
 
+/* ---- node memory (ctl_mem.c) ---- */
+
+#define CLI_NODE_MEM_RESERVE (1ULL << 30) /* kept for the host itself */
+
+struct cli_node_mem {
+	uint64_t total;     /* MemTotal */
+	uint64_t available; /* MemAvailable */
+	uint64_t committed; /* configured RAM of the guests running on this node */
+	unsigned running;   /* how many guests that is */
+	uint64_t free;      /* for one more guest: min(available, total - committed - reserve) */
+};
+/* This node's memory, counting every running guest owned here but
+ * `except` (0 = none: the guest being placed). */
+bool cli_ctl_node_mem(struct cli_ctl *x, uint32_t except, struct cli_node_mem *m,
+		      struct err **errp);
+
 /* ---- QEMU settings (ctl_spec.c) ---- */
 
 /* Strings a spec points into; freed with cli_ctl_spec_files_free(). */

@@ -29,8 +29,7 @@ static const struct cli_opt opts[] = {
 
 static void on_progress(const struct mig_raw_progress *p, void *opaque)
 {
-	cli_progress_ram(opaque, mig_raw_state_name(p->state), p->total, p->remaining,
-			 p->mbps_x100 * 1000000 / 800, p->dirty_rate, p->passes, p->elapsed_ms);
+	cli_progress_ram(opaque, mig_raw_state_name(p->state), p);
 }
 
 static bool uri_ok(const char *uri)

@@ -168,14 +168,21 @@ static struct json_object *do_facts(struct agent *ag, struct json_object *req, s
 		json_object_object_add(rep, "address", json_object_new_string(addr));
 	}
 	if (jint(req, "memory", &need) && need > 0) {
-		if (!mig_host_mem_available(&avail, errp))
+		struct cli_node_mem m;
+
+		if (!cli_ctl_node_mem(&ag->x, ag->vmid, &m, errp))
 			return NULL;
+		avail = m.free;
 		json_object_object_add(rep, "mem_available", json_object_new_uint64(avail));
 		if (avail < (uint64_t)need + MEM_OVERHEAD) {
-			err_set(errp, ERR_STATE, "node %s has %s of memory available, guest %" PRIu32
-				" needs %s", ag->x.node, util_fmt_bytes(avail, avail_s, sizeof(avail_s)),
-				ag->vmid, util_fmt_bytes((uint64_t)need + MEM_OVERHEAD, need_s,
-							 sizeof(need_s)));
+			char com_s[32];
+
+			err_set(errp, ERR_STATE, "node %s has %s of memory free for guests (%u "
+				"running there hold %s), guest %" PRIu32 " needs %s", ag->x.node,
+				util_fmt_bytes(avail, avail_s, sizeof(avail_s)), m.running,
+				util_fmt_bytes(m.committed, com_s, sizeof(com_s)), ag->vmid,
+				util_fmt_bytes((uint64_t)need + MEM_OVERHEAD, need_s,
+					       sizeof(need_s)));
 			return NULL;
 		}
 	}

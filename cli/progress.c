@@ -24,35 +24,42 @@ void cli_progress_break(struct cli_progress *p)
 	fflush(stdout);
 }
 
-void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
-		      uint64_t remaining, uint64_t rate_bps, uint64_t dirty_bps,
-		      uint64_t passes, int64_t elapsed_ms)
+void cli_progress_ram(struct cli_progress *p, const char *phase,
+		      const struct mig_raw_progress *rp)
 {
-	char done_s[32], total_s[32], rate_s[32], dirty_s[32], eta[32], stamp[16];
+	char done_s[32], total_s[32], rate_s[32], dirty_s[32], eta[32], stamp[16], extra[64];
+	uint64_t total = rp->total, remaining = rp->remaining;
+	uint64_t rate_bps = rp->mbps_x100 * 1000000 / 800; /* Mbit/s * 100 -> bytes/s */
 	uint64_t done = total > remaining ? total - remaining : 0;
 	unsigned pct = total ? (unsigned)(done * 100 / total) : 0;
 	time_t now;
 
 	if (p->out == CLI_OUT_JSON) {
 		printf("{\"event\":\"progress\",\"phase\":\"%s\",\"total\":%" PRIu64
-		       ",\"remaining\":%" PRIu64 ",\"rate_bps\":%" PRIu64
+		       ",\"remaining\":%" PRIu64 ",\"transferred\":%" PRIu64 ",\"rate_bps\":%" PRIu64
 		       ",\"dirty_rate_bps\":%" PRIu64 ",\"passes\":%" PRIu64
+		       ",\"throttle_pct\":%" PRIu64 ",\"downtime_limit_ms\":%" PRIu64
 		       ",\"elapsed_ms\":%" PRId64 "}\n",
-		       phase, total, remaining, rate_bps, dirty_bps, passes, elapsed_ms);
+		       phase, total, remaining, rp->transferred, rate_bps, rp->dirty_rate, rp->passes,
+		       rp->throttle_pct, rp->downtime_limit_ms, rp->elapsed_ms);
 		fflush(stdout);
 		return;
 	}
 	util_fmt_bytes(done, done_s, sizeof(done_s));
 	util_fmt_bytes(total, total_s, sizeof(total_s));
 	util_fmt_bytes(rate_bps, rate_s, sizeof(rate_s));
-	util_fmt_bytes(dirty_bps, dirty_s, sizeof(dirty_s));
+	util_fmt_bytes(rp->dirty_rate, dirty_s, sizeof(dirty_s));
 	if (rate_bps && remaining)
 		snprintf(eta, sizeof(eta), "%.1fs", (double)remaining / (double)rate_bps);
 	else
 		snprintf(eta, sizeof(eta), "-");
+	extra[0] = '\0';
+	if (rp->throttle_pct)
+		snprintf(extra, sizeof(extra), "  throttle %" PRIu64 "%%", rp->throttle_pct);
 	if (p->tty) {
 		printf("\r\033[K%-10s %3u%%  %s / %s  %s/s  dirty %s/s  pass %" PRIu64
-		       "  ETA %s", phase, pct, done_s, total_s, rate_s, dirty_s, passes, eta);
+		       "  ETA %s%s", phase, pct, done_s, total_s, rate_s, dirty_s, rp->passes, eta,
+		       extra);
 		p->line_open = true;
 		fflush(stdout);
 		return;
@@ -63,8 +70,8 @@ void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
 	p->last_plain_ms = util_now_ms();
 	now = time(NULL);
 	strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
-	printf("%s %s %u%% %s/%s rate %s/s dirty %s/s pass %" PRIu64 " ETA %s\n", stamp,
-	       phase, pct, done_s, total_s, rate_s, dirty_s, passes, eta);
+	printf("%s %s %u%% %s/%s rate %s/s dirty %s/s pass %" PRIu64 " ETA %s%s\n", stamp,
+	       phase, pct, done_s, total_s, rate_s, dirty_s, rp->passes, eta, extra);
 	fflush(stdout);
 }
 

@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "../migrate/mig.h"
+
 enum cli_out { CLI_OUT_TEXT, CLI_OUT_JSON };
 
 struct cli_progress {
@@ -20,10 +22,11 @@ struct cli_progress {
 
 void cli_progress_init(struct cli_progress *p, enum cli_out out);
 
-/* One RAM progress sample. `phase` is the state machine's state name. */
-void cli_progress_ram(struct cli_progress *p, const char *phase, uint64_t total,
-		      uint64_t remaining, uint64_t rate_bps, uint64_t dirty_bps,
-		      uint64_t passes, int64_t elapsed_ms);
+/* One RAM progress sample. `phase` is the state machine's state name.
+ * Shows the vCPU throttle (auto-converge) and a raised downtime limit when
+ * the engine had to use them. */
+void cli_progress_ram(struct cli_progress *p, const char *phase,
+		      const struct mig_raw_progress *rp);
 
 /* One disk-copy sample: bytes of the volumes covered (zeros included) of
  * total, bytes on the wire. */

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SUMMARY "move guests between the cluster's nodes"
+
 static const struct cli_cmd *const cmds[] = {
 	&cli_migrate_run, &cli_migrate_status, &cli_migrate_cancel, NULL,
 };
@@ -26,14 +28,16 @@ int main(int argc, char **argv)
 	/* `vmmigrate 106 tre` is `vmmigrate migrate 106 tre`. */
 	if (argc >= 2 && isdigit((unsigned char)argv[1][0])) {
 		char **av = calloc((size_t)argc + 2, sizeof(*av));
+		int rc;
 
 		if (!av)
 			return 1;
 		av[0] = argv[0];
 		av[1] = "migrate";
 		memcpy(av + 2, argv + 1, (size_t)(argc - 1) * sizeof(*av));
-		argc++;
-		argv = av;
+		rc = cli_main("vmmigrate", SUMMARY, cmds, argc + 1, av);
+		free(av);
+		return rc;
 	}
-	return cli_main("vmmigrate", "move guests between the cluster's nodes", cmds, argc, argv);
+	return cli_main("vmmigrate", SUMMARY, cmds, argc, argv);
 }

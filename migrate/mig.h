@@ -147,6 +147,8 @@ struct mig_tune {
 	unsigned multifd;         /* channels; 0 or 1 = off */
 	bool multifd_zstd;        /* zstd compression of multifd pages */
 	bool auto_converge;       /* QEMU throttles vCPUs of a guest that outruns the link */
+	unsigned throttle_initial;   /* auto-converge's first throttle, %; 0 = QEMU's 20 */
+	unsigned throttle_increment; /* and its step per pass, %; 0 = QEMU's 10 */
 	bool xbzrle;              /* delta-encode re-sent pages */
 	bool postcopy;            /* postcopy-ram on both sides (timeout action postcopy) */
 };
@@ -323,6 +325,8 @@ struct mig_job_progress {
 	uint64_t vols_done, wire_done, data_done; /* finished volumes */
 	int64_t elapsed_ms;
 	char warning[256];             /* done, but a cleanup step failed */
+	enum mig_phase failed_in;      /* on failure: the phase it failed in (CHECK: a
+					* refusal, nothing was changed or rolled back) */
 };
 
 struct mig_job_hooks {

@@ -83,26 +83,38 @@ bool mig_host_addr_in(const char *cidr, char *out, size_t len, struct err **errp
 	return true;
 }
 
-bool mig_host_mem_available(uint64_t *bytes, struct err **errp)
+/* One "Key:  N kB" line of /proc/meminfo, in bytes. */
+static bool meminfo(const char *name, uint64_t *bytes, struct err **errp)
 {
-	static const char key[] = "\nMemAvailable:";
 	_cleanup_free_ char *text = util_read_file("/proc/meminfo", 1 << 16, errp);
+	char key[64];
 	const char *p;
 	char *end;
 	uint64_t kib;
 
 	if (!text)
 		return false;
-	/* MemAvailable is never the first line; match whole keys only. */
-	p = strstr(text, key);
+	/* Whole keys at line starts only: "Key:" first, or "\nKey:". */
+	snprintf(key, sizeof(key), "\n%s:", name);
+	p = !strncmp(text, key + 1, strlen(key + 1)) ? text - 1 : strstr(text, key);
 	if (!p)
-		return err_set(errp, ERR_NOTFOUND, "no MemAvailable in /proc/meminfo");
-	p += sizeof(key) - 1;
+		return err_set(errp, ERR_NOTFOUND, "no %s in /proc/meminfo", name);
+	p += strlen(key);
 	errno = 0;
 	kib = strtoull(p, &end, 10);
 	if (errno || end == p || strncmp(end, " kB", 3) || kib > UINT64_MAX / 1024)
-		return err_set(errp, ERR_PROTO, "cannot read MemAvailable in /proc/meminfo: '%.40s'",
+		return err_set(errp, ERR_PROTO, "cannot read %s in /proc/meminfo: '%.40s'", name,
 			       p);
 	*bytes = kib * 1024;
 	return true;
+}
+
+bool mig_host_mem_available(uint64_t *bytes, struct err **errp)
+{
+	return meminfo("MemAvailable", bytes, errp);
+}
+
+bool mig_host_mem_total(uint64_t *bytes, struct err **errp)
+{
+	return meminfo("MemTotal", bytes, errp);
 }

@@ -55,8 +55,9 @@
 
 bool mig_host_addr_in(const char *cidr, char *out, size_t len, struct err **errp);
 
-/* MemAvailable from /proc/meminfo, in bytes. */
+/* MemAvailable and MemTotal from /proc/meminfo, in bytes. */
 bool mig_host_mem_available(uint64_t *bytes, struct err **errp);
+bool mig_host_mem_total(uint64_t *bytes, struct err **errp);
 
 bool mig_host_cpu_check(const char *model, enum mig_accel accel, const char *cpu_xml,
 			const char *root, struct err **errp);

@@ -31,9 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -323,6 +325,79 @@ static bool lv_call(const struct lv_req *req, char *status, char **text,
 	return true;
 }
 
+/* ---- verdict cache -------------------------------------------------------
+ * A runnable verdict costs ~0.7 s of libvirt start-up per migration, and
+ * its answer only changes with the host CPU, the kernel, QEMU or libvirt.
+ * So "runnable" is kept in ROOT/cpu-ok/<virttype>-<hash of the CPU XML>
+ * with a fingerprint of those four, for at most CACHE_TTL_S; a refusal is
+ * never cached (it is asked again, and refusals are the rare path). */
+#define CACHE_TTL_S (24 * 3600)
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 0x100000001b3ULL;
+	return h;
+}
+
+static char *fingerprint(void)
+{
+	_cleanup_free_ char *cpuinfo = util_read_file("/proc/cpuinfo", 1u << 20, NULL);
+	const char *qemu = getenv("VMM_QEMU");
+	const char *flags = cpuinfo ? strstr(cpuinfo, "\nflags") : NULL;
+	const char *model = cpuinfo ? strstr(cpuinfo, "model name") : NULL;
+	struct utsname u;
+	struct stat q = { 0 };
+	char *out;
+
+	if (uname(&u) < 0)
+		return NULL;
+	if (stat(qemu && *qemu ? qemu : "/usr/bin/qemu-system-x86_64", &q) < 0)
+		return NULL;
+	if (asprintf(&out, "kernel=%s qemu=%lld:%lld libvirt=%lu cpu=%016" PRIx64 ":%016" PRIx64
+		     "\n", u.release, (long long)q.st_size, (long long)q.st_mtime,
+		     (unsigned long)LIBVIR_VERSION_NUMBER,
+		     model ? fnv1a(model, strcspn(model, "\n")) : 0,
+		     flags ? fnv1a(flags, strcspn(flags + 1, "\n") + 1) : 0) < 0)
+		return NULL;
+	return out;
+}
+
+static void cache_path(const struct lv_req *req, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/cpu-ok/%s-%016" PRIx64, req->root, req->virttype,
+		 fnv1a(req->cpu_xml, strlen(req->cpu_xml)));
+}
+
+static bool cache_hit(const struct lv_req *req, const char *fp)
+{
+	char path[PATH_MAX];
+	_cleanup_free_ char *txt = NULL;
+	struct stat st;
+
+	cache_path(req, path, sizeof(path));
+	if (!fp || stat(path, &st) < 0 || time(NULL) - st.st_mtime > CACHE_TTL_S)
+		return false;
+	txt = util_read_file(path, 4096, NULL);
+	return txt && !strcmp(txt, fp);
+}
+
+static void cache_store(const struct lv_req *req, const char *fp)
+{
+	char path[PATH_MAX], dir[PATH_MAX];
+
+	if (!fp)
+		return;
+	snprintf(dir, sizeof(dir), "%s/cpu-ok", req->root);
+	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+		return;
+	cache_path(req, path, sizeof(path));
+	if (!util_write_file(path, fp, 0600, NULL))
+		log_debug("cannot keep the CPU verdict in %s", path);
+}
+
 static const char *virttype_of(enum mig_accel accel)
 {
 	return accel == MIG_ACCEL_KVM ? "kvm" : accel == MIG_ACCEL_TCG ? "qemu" : NULL;
@@ -341,7 +416,7 @@ bool mig_host_cpu_check(const char *model, enum mig_accel accel, const char *cpu
 			const char *root, struct err **errp)
 {
 	struct lv_req req = { .job = LV_COMPARE, .root = root, .virttype = virttype_of(accel) };
-	_cleanup_free_ char *xml = NULL, *text = NULL;
+	_cleanup_free_ char *xml = NULL, *text = NULL, *fp = NULL;
 	char status;
 
 	if (!model_valid(model))
@@ -367,11 +442,17 @@ bool mig_host_cpu_check(const char *model, enum mig_accel accel, const char *cpu
 			abort();
 		req.cpu_xml = xml;
 	}
+	fp = fingerprint();
+	if (cache_hit(&req, fp)) {
+		log_debug("CPU model '%s' under %s: runnable (cached verdict)", model, req.virttype);
+		return true;
+	}
 	if (!root_prepare(root, errp) || !lv_call(&req, &status, &text, errp))
 		return false;
 	switch (status) {
 	case V_OK:
 		log_debug("CPU model '%s' under %s: %s", model, req.virttype, text);
+		cache_store(&req, fp);
 		return true;
 	case V_INCOMPATIBLE:
 		return err_set(errp, ERR_STATE, "CPU model '%s' is not runnable here: %s", model,

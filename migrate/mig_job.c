@@ -263,7 +263,7 @@ static void *forwarder(void *arg)
 		if (fd < 0) {
 			bool timeout = e->code == ERR_TIMEOUT;
 
-			if (!timeout)
+			if (!timeout && !jb->fwd_stop)
 				log_warn("forwarder: %s", e->msg);
 			err_free(e);
 			if (!timeout)
@@ -301,6 +301,9 @@ static void stop_forwarder(struct job *jb)
 {
 	if (jb->fwd_running) {
 		jb->fwd_stop = true;
+		/* Wakes the thread's poll() on the listener now, not at its
+		 * next timeout (Linux: a shut-down listener reports POLLHUP). */
+		shutdown(jb->qemu_lfd, SHUT_RDWR);
 		pthread_join(jb->fwd, NULL);
 		jb->fwd_running = false;
 	}
@@ -615,7 +618,11 @@ bool mig_job_run(const struct mig_job *j, struct mig_job_progress *final, struct
 		goto out;
 	ok = true;
 out:
-	if (!ok && !jb.owner_moved) {
+	jb.p.failed_in = jb.p.phase;
+	if (!ok && !jb.owner_moved && jb.p.phase == MIG_PHASE_CHECK) {
+		/* A refusal: nothing started, nothing to roll back. */
+		jb.p.phase = MIG_PHASE_FAILED;
+	} else if (!ok && !jb.owner_moved) {
 		rollback(&jb, e);
 		jb.p.phase = MIG_PHASE_FAILED;
 		if (j->hooks.persist)

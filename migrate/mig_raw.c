@@ -263,6 +263,12 @@ static bool setup(struct raw *r, struct err **errp)
 	r->p.downtime_limit_ms = t->downtime_ms ? t->downtime_ms : QEMU_DOWNTIME_DEFAULT_MS;
 	json_object_object_add(params, "downtime-limit",
 			       json_object_new_uint64(r->p.downtime_limit_ms));
+	if (t->auto_converge && t->throttle_initial)
+		json_object_object_add(params, "cpu-throttle-initial",
+				       json_object_new_int((int)t->throttle_initial));
+	if (t->auto_converge && t->throttle_increment)
+		json_object_object_add(params, "cpu-throttle-increment",
+				       json_object_new_int((int)t->throttle_increment));
 	return tp_qmp_run(r->src, "migrate-set-parameters", params, 5000, errp);
 }
 

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# make demo: bring up the embedded 3-node test cluster on this machine and
-# live-migrate a busy guest from uno to due with visible progress; the guest
-# proves its own memory intact afterwards. KEEP=1 leaves it all running.
+# make demo: bring up the embedded 3-node test cluster on this machine (sshd,
+# corosync and vmmd per node), start a busy guest on uno and live-migrate it
+# to due with `vmmigrate --online` (secure mode, over the migration network
+# chosen by CIDR) with a progress line; the guest proves its own memory
+# intact afterwards and the cluster store names its new node everywhere.
+# KEEP=1 leaves it all running.
 set -euo pipefail
 B=$(cd "${1:-build}" && pwd)
 source "$(dirname "$0")/../tests/lib.sh"
-RUN=/run/vmm-demo
+VMCTL=$B/vmctl
+NET=10.99.2.0/24
 cleanup() {
-  [ "${KEEP:-0}" = 1 ] && { echo "KEEP=1: testbed and guest left running (scripts/testbed down ends them)"; return; }
+  [ "${KEEP:-0}" = 1 ] && { echo "KEEP=1: testbed, vmmd and guest left running (scripts/testbed down ends them)"; return; }
+  local p
+  for p in "$TB_STATE"/*/run/*/qemu.pid; do [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true; done
+  for n in uno due tre; do node_vmmd_stop $n; done
   tb down >/dev/null 2>&1 || true
-  rm -rf "$RUN"
 }
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
@@ -18,30 +24,34 @@ step "1. Three nodes (network namespaces uno, due, tre), each with sshd and coro
 tb down >/dev/null 2>&1 || true
 tb up 3
 tb status
-step "2. corosync membership and quorum, as seen from uno"
-tb exec uno corosync-quorumtool -s | sed -n '/Quorum information/,$p'
 
-step "3. Start guest 106 on uno: 1 GiB RAM (minus 8 KiB, see DESIGN.md §6), rewriting 256 MiB"
-mkdir -p "$RUN"
-RUN=$RUN guest_start uno vm106 "$MEM_1G" "vmtest.mode=mem vmtest.mib=256 vmtest.rate=0"
-RUN=$RUN wait_console "$RUN/vm106" 'VMTEST OK' 2 30
-grep -m1 'VMTEST READY' "$RUN/vm106/console.log"
-tail -1 "$RUN/vm106/console.log"
+step "2. vmmd on every node: the replicated cluster store on corosync, quorate"
+for n in uno due tre; do node_vmmd_start $n; done
+node_wait_synced uno due tre
+on uno "$B/vmcluster" status
 
-step "4. Target QEMU on due waits for the stream on the migration network"
-RUN=$RUN guest_start due vm106-due "$MEM_1G" "vmtest.mode=mem vmtest.mib=256 vmtest.rate=0" --incoming
-uri="tcp:$(tb addr due migration):61000"
+step "3. Guest 106 on uno: 1 GiB RAM, rewriting 256 MiB of it as fast as it can"
+on uno "$VMCTL" create 106 --name demo --memory 1024 --kernel "$GUEST_DIR/vmlinux" \
+  --initrd "$GUEST_DIR/initramfs.cpio.gz" \
+  --append "console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA vmtest.mode=mem vmtest.mib=256 vmtest.rate=0"
+on uno "$VMCTL" start 106
+dir=$TB_STATE/uno/run/106
+wait_console "$dir" 'VMTEST OK' 2 60
+grep -m1 'VMTEST READY' "$dir/console.log"
+tail -1 "$dir/console.log"
+before=$(last_ok "$dir")
 
-step "5. Live migration uno -> due over $uri"
-before=$(RUN=$RUN last_ok "$RUN/vm106")
-"$VMGUEST" migrate --from "$RUN/vm106" --to "$RUN/vm106-due" --uri "$uri" --max-bandwidth unlimited
+step "4. vmmigrate 106 due --online --migration_network $NET"
+on uno "$B/vmmigrate" 106 due --online --migration_network "$NET"
 
-step "6. The guest on due: running, counting on, and its memory check passes"
-"$VMGUEST" status --dir "$RUN/vm106-due"
-RUN=$RUN wait_console "$RUN/vm106-due" "VMTEST OK" 2 30
-after=$(RUN=$RUN last_ok "$RUN/vm106-due")
-echo "OK counter: $before on uno before the move, $after on due now"
-"$VMGUEST" verify --dir "$RUN/vm106-due"
-if [ -e "$RUN/vm106/qemu.pid" ]; then echo "source QEMU still present"; exit 1; fi
+step "5. Guest 106 on due: running, counting on, its memory check passes"
+dir=$TB_STATE/due/run/106
+on due "$VMCTL" status 106
+wait_console "$dir" 'VMTEST OK' "$(( $(count_lines "$dir/console.log" 'VMTEST OK') + 2 ))" 30
+echo "OK counter: $before on uno before the move, $(last_ok "$dir") on due now"
+"$VMGUEST" verify --dir "$dir"
+echo "the cluster store, as tre sees it:"
+on tre "$VMCTL" list
+[ -e "$TB_STATE/uno/run/106/qemu.pid" ] && { echo "source QEMU still present"; exit 1; }
 echo "source QEMU on uno: gone"
 step "Done: guest 106 now runs on due with its memory intact."

@@ -252,7 +252,7 @@ static int remaining_ms(int64_t deadline)
 	int64_t left;
 
 	if (deadline < 0)
-		return false;
+		return -1; /* no deadline: poll() waits for ever */
 	left = deadline - util_now_ms();
 	return left < 0 ? 0 : (int)(left > INT32_MAX ? INT32_MAX : left);
 }
@@ -276,11 +276,19 @@ static bool accept_fd(int lfd, int timeout_ms, char *peer, size_t peer_len,
 		if (r == 0)
 			return err_set(errp, ERR_TIMEOUT, "no connection within %d ms",
 				       timeout_ms);
+		/* A listener shut down by another thread (to stop this one)
+		 * polls as hung up and accept() says EAGAIN for ever. */
+		if (pfd.revents & (POLLHUP | POLLERR | POLLNVAL))
+			return err_set(errp, ERR_CLOSED, "cannot accept: the listener was shut down");
 		fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_CLOEXEC);
 		if (fd < 0) {
 			/* Taken by another acceptor, or reset before we got it. */
-			if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED)
+			if ((errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) &&
+			    remaining_ms(deadline) != 0)
 				continue;
+			if (errno == EAGAIN)
+				return err_set(errp, ERR_TIMEOUT, "no connection within %d ms",
+					       timeout_ms);
 			return err_set_errno(errp, errno, "cannot accept");
 		}
 		if (peer && !fmt_sockaddr(&ss, len, peer, peer_len))
@@ -288,7 +296,7 @@ static bool accept_fd(int lfd, int timeout_ms, char *peer, size_t peer_len,
 				       "cannot accept: peer address does not fit %zu bytes",
 				       peer_len);
 		*out = TAKE_FD(fd);
-	return true;
+		return true;
 	}
 }
 

@@ -530,6 +530,7 @@ static bool submit(struct tp_ssh *s, struct tp_ssh_req *r, struct err **errp)
 	if (s->failed) {
 		err_set(errp, ERR_CLOSED, "%s", s->failed);
 		pthread_mutex_unlock(&s->mu);
+		close(r->fd); /* the request owns it, as when the pump refuses it */
 		return false;
 	}
 	*s->reqs_tail = r;

@@ -135,7 +135,10 @@ static void conn_lost(struct tp_ssh *s, long rc)
 		return;
 	}
 	n = recv(s->sock, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n == 0)
+	/* rc 0: poll saw the server's FIN, maybe behind packets nobody read
+	 * (an idle session leaves e.g. OpenSSH's hostkeys-00 request unread);
+	 * libssh2's last error is then stale, from another call. */
+	if (n == 0 || (n > 0 && rc == 0))
 		set_failed(s, "SSH connection to %s lost: the server closed the connection",
 			   s->host);
 	else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)
@@ -395,6 +398,19 @@ static bool step_chan(struct tp_ssh *s, struct tp_ssh_chan *c)
 	if (!c->exec && c->shut && c->eof_sent) {
 		chan_end(c, false);
 		progress = true;
+	}
+	/* Data waits for window, but the server may have closed the channel
+	 * (its far end went away): then none will come and the stream is cut. */
+	if (!c->exec && c->r_eof && c->olen && !libssh2_channel_window_write(c->ch) &&
+	    may(s, c, OP_WAIT_CLOSED)) {
+		rc = track(s, c, OP_WAIT_CLOSED, libssh2_channel_wait_closed(c->ch));
+		if (rc == 0) {
+			log_debug("ssh: %s: closed by the server with data pending", c->what);
+			chan_end(c, true);
+			return true;
+		}
+		if (rc != LIBSSH2_ERROR_EAGAIN)
+			return chan_error(s, c, rc, "wait for close");
 	}
 	return progress;
 }
@@ -715,6 +731,9 @@ static void pump_wait(struct tp_ssh *s)
 			want_in = true;
 			if (!held && c->olen && libssh2_channel_window_write(c->ch))
 				timeout = 0;
+			/* As below: the server's close may sit in another queue. */
+			else if (!c->exec && c->r_eof && c->olen && timeout != 0)
+				timeout = 5;
 		}
 		if (c->exec) {
 			want_in = true;

@@ -504,7 +504,13 @@ bool tp_stream_recv_file(int in_fd, const char *path, uint64_t size, const struc
 	r.fresh = true;
 	if (!recv_start(&r, size, true, &e))
 		goto out;
-	fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/* A stale .part goes first: opening it with O_TRUNC would keep its
+	 * mode (the image could stay world-readable) and follow a symlink. */
+	if (unlink(part) < 0 && errno != ENOENT) {
+		err_set_errno(&e, errno, "remove stale '%s'", part);
+		goto out;
+	}
+	fd = open(part, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		err_set_errno(&e, errno, "create '%s'", part);
 		goto out;

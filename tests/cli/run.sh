@@ -155,6 +155,33 @@ expect 2 "guest 200 is owned by due (this is uno): change memory there" "$C" set
 expect 1 "guest 106 is not running" "$C" stop 106
 [ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmctl input changed the store"; fail=$((fail + 1)); }
 [ ! -e "$tmp/data/images/107" ] || { echo "cli: FAIL: failed vmctl create left $tmp/data/images/107"; fail=$((fail + 1)); }
+# vmmigrate: bad input names the value, exits 2 and changes nothing (same
+# standalone vmmd, node "uno"; guest 106 exists and is stopped).
+M="$B/vmmigrate"
+before=$("$B/vmstore" list)
+expect 2 "unknown command 'frob'" "$M" frob 106
+expect 2 "unknown command 'abc'" "$M" abc due
+expect 2 "invalid VMID 'abc'" "$M" migrate abc due
+expect 2 "invalid target node name 'a;b'" "$M" 106 'a;b'
+expect 2 "missing argument VMID TARGET" "$M" 106
+expect 2 "unknown option '--onlien'" "$M" 106 due --onlien
+expect 2 "invalid --migration_type 'fast'" "$M" 106 due --migration_type fast
+expect 2 "invalid CIDR '10.1.2.0/33'" "$M" 106 due --migration_network 10.1.2.0/33
+expect 2 "invalid CIDR '10.1.2.300/24'" "$M" 106 due --migration_network 10.1.2.300/24
+expect 2 "invalid bwlimit (KiB/s) 'lots'" "$M" 106 due --bwlimit lots
+expect 2 "invalid downtime (ms) '0'" "$M" 106 due --downtime 0
+expect 2 "invalid multifd streams '99'" "$M" 106 due --multifd 99
+expect 2 "invalid --compress 'lz4'" "$M" 106 due --compress lz4
+expect 2 "--compress zstd needs --multifd 2 or more" "$M" 106 due --compress zstd --multifd 1
+expect 2 "invalid --timeout-action 'explode'" "$M" 106 due --timeout-action explode
+expect 2 "invalid output format 'xml'" "$M" 106 due --output xml
+expect 2 "guest 107 does not exist" "$M" 107 due
+expect 2 "guest 200 is owned by due (this is uno)" "$M" 200 tre
+expect 2 "target node 'uno' is this node" "$M" 106 uno
+expect 2 "unknown target node 'quattro'" "$M" 106 quattro
+expect 2 "no migration of guest 106 is running" "$M" cancel 106
+expect 2 "invalid VMID 'x'" "$M" status x
+[ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmmigrate input changed the store"; fail=$((fail + 1)); }
 kill "$vmmd_pid"; wait "$vmmd_pid" 2>/dev/null
 
 echo "cli: $pass passed, $fail failed"

@@ -50,10 +50,18 @@ enum mode { MODE_IDLE, MODE_MEM, MODE_DISK, MODE_MEM_DISK, MODE_PROBE, MODE_MAX 
 static const char *const mode_names[] = { "idle", "mem", "disk", "mem+disk", "probe" };
 _Static_assert(sizeof(mode_names) / sizeof(mode_names[0]) == MODE_MAX, "mode_names");
 
+/* How much of each page the mem workload fills (how well RAM compresses):
+ * sparse = the three stamp words only, half = the first half of the page
+ * with pseudo-random words, full = all of it. */
+enum fill { FILL_SPARSE, FILL_HALF, FILL_FULL, FILL_MAX };
+static const char *const fill_names[] = { "sparse", "half", "full" };
+_Static_assert(sizeof(fill_names) / sizeof(fill_names[0]) == FILL_MAX, "fill_names");
+
 struct config {
 	enum mode mode;
 	unsigned long mib;
 	unsigned long rate;         /* MiB/s per workload, 0 = unthrottled */
+	enum fill fill;
 	char disk[64];
 	bool corrupt;               /* selftest: damage one page and one block on purpose */
 };
@@ -72,6 +80,7 @@ struct mem {
 	uint32_t pass;
 	size_t next;                /* pages [0,next) carry pass's stamp, the rest pass-1's */
 	unsigned long rate;         /* MiB/s, 0 = unthrottled */
+	enum fill fill;
 	bool corrupt;
 	atomic_uint stat_pass;      /* copies for the heartbeat, which must never wait */
 	atomic_ulong stat_pages;
@@ -227,6 +236,18 @@ static void mem_step(struct mem *m)
 
 	if (m->pass > 0)
 		mem_check(m, page, m->pass - 1);
+	if (m->fill != FILL_SPARSE) {
+		/* xorshift64: fresh words every pass, so nothing dedups or compresses */
+		uint64_t x = mem_stamp(page, m->pass) | 1;
+		size_t n = m->fill == FILL_FULL ? PG_WORDS : PG_WORDS / 2;
+
+		for (size_t i = 0; i < n; i++) {
+			x ^= x << 13;
+			x ^= x >> 7;
+			x ^= x << 17;
+			p[i] = x;
+		}
+	}
 	for (size_t i = 0; i < NSTAMP; i++)
 		p[stamp_words[i]] = mem_stamp(page, m->pass);
 	if (m->corrupt && m->pass == 0 && page == m->npages / 2)
@@ -296,6 +317,7 @@ static struct mem *mem_setup(const struct config *cfg)
 	m->npages = len / PG_BYTES;
 	m->rate = cfg->rate;
 	m->corrupt = cfg->corrupt;
+	m->fill = cfg->fill;
 	return m;
 }
 
@@ -469,6 +491,15 @@ static bool config_set(struct config *cfg, const char *key, const char *val)
 		for (int m = 0; m < MODE_MAX; m++) {
 			if (strcmp(val, mode_names[m]) == 0) {
 				cfg->mode = m;
+				return true;
+			}
+		}
+		return false;
+	}
+	if (strcmp(key, "fill") == 0) {
+		for (int f = 0; f < FILL_MAX; f++) {
+			if (strcmp(val, fill_names[f]) == 0) {
+				cfg->fill = f;
 				return true;
 			}
 		}

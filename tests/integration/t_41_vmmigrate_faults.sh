@@ -112,6 +112,27 @@ rec=$(nst uno get guests/150)
 nst uno put guests/150 "$(printf '%s\nlock: backup\n' "$rec")" >/dev/null
 expect_fail 1 "guest 150 is locked (backup)" 150 due --online
 ctl uno unlock 150 >/dev/null
+# The target's libvirt judges the guest's CPU model (TCG cannot run EPYC).
+ctl uno create 151 --name epyc --memory 256 --cpu EPYC >/dev/null
+expect_fail 1 "node due: CPU model 'EPYC' is not runnable here" 151 due
+ctl uno destroy 151 >/dev/null
+# Memory: due runs a 12 GiB guest, so a 14 GiB one does not fit there
+# (24 GiB host), although MemAvailable alone would say it does: guests'
+# RAM is counted as promised, not as touched so far.
+if [ "$(awk '/^MemTotal/ {print int($2 / 1048576)}' /proc/meminfo)" -lt 30 ]; then
+  ctl due create 153 --name big12 --memory 12288 --kernel "$GUEST_DIR/vmlinux" \
+    --initrd "$GUEST_DIR/initramfs.cpio.gz" --append "console=ttyS0 quiet" >/dev/null
+  ctl uno create 152 --name big14 --memory 14336 --kernel "$GUEST_DIR/vmlinux" \
+    --initrd "$GUEST_DIR/initramfs.cpio.gz" --append "console=ttyS0 quiet" >/dev/null
+  ctl due start 153 >/dev/null 2>&1
+  ctl uno start 152 >/dev/null 2>&1
+  expect_fail 1 "node due has" 152 due --online --migration_network "$NET"
+  grep -q "1 running there hold 12.0 GiB" "$RUN/err" || die "memory refusal: $(cat "$RUN/err")"
+  ctl uno stop 152 >/dev/null; ctl due stop 153 >/dev/null
+  ctl uno destroy 152 >/dev/null; ctl due destroy 153 >/dev/null
+else
+  note "memory refusal skipped: host has more than 30 GiB"
+fi
 intact "bad input"
 
 # 2. The target's QEMU dies mid-transfer.

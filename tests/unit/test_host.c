@@ -107,6 +107,21 @@ static void test_mem_available(void **state)
 	assert_true(bytes > (16u << 20));
 }
 
+/* MemTotal is the first line of /proc/meminfo: matched there too, and at
+ * least as large as what is available. */
+static void test_mem_total(void **state)
+{
+	struct err *e = NULL;
+	uint64_t total = 0, avail = 0;
+
+	(void)state;
+	assert_true(mig_host_mem_total(&total, &e));
+	assert_null(e);
+	assert_true(mig_host_mem_available(&avail, &e));
+	assert_true(total >= avail);
+	assert_true(total > (64u << 20));
+}
+
 static int64_t timed_check(const char *model, bool want, struct err **ep)
 {
 	int64_t t0 = util_now_ms();
@@ -224,6 +239,7 @@ int main(void)
 		cmocka_unit_test(test_addr_in),
 		cmocka_unit_test(test_addr_several),
 		cmocka_unit_test(test_mem_available),
+		cmocka_unit_test(test_mem_total),
 		cmocka_unit_test(test_cpu_check),
 		cmocka_unit_test(test_cpu_xml),
 		cmocka_unit_test(test_cpu_check_repeated),
