@@ -6,7 +6,8 @@
  *   migrations/<vmid>   the running migration of a guest, written by its
  *                       worker on the source node at every phase change:
  *                       {"vmid","source","target","pid","phase","online",
- *                        "type","was_running","started_ms","cancel"}
+ *                        "type","was_running","started_ms","cancel",
+ *                        "moved":[[conf index, source storage, source path]]}
  *                       Removed when the worker ends. One left behind with
  *                       a dead pid is a crashed worker's: the next vmmigrate
  *                       on the source node cleans up after it
@@ -33,6 +34,15 @@ struct cli_mig_record {
 	bool online, secure, was_running, cancel;
 	int64_t started_ms;
 	char cancel_by[CLU_NODE_NAME_MAX + 1];
+	/* Local volumes this migration moves ("moved": [[conf, storage, path]]):
+	 * a recovery removes the source copies once the target owns the guest,
+	 * or puts the storage IDs back if it takes the guest back. */
+	unsigned nmoved;
+	struct cli_mig_moved {
+		unsigned conf;                          /* index in conf.disks */
+		char storage[CLU_STORAGE_ID_MAX + 1];   /* on the source */
+		char path[1024];                        /* the source's file */
+	} moved[MIG_MAX_DISKS];
 };
 
 const char *cli_mig_key(uint32_t vmid, char *buf, size_t len);

@@ -37,6 +37,7 @@
 #include "../transport/tp_stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <signal.h>
@@ -48,6 +49,7 @@
 
 #define MARKER "agent.pid"       /* in the run dir while the target is ours */
 #define FD_NAME "vmm-mig"        /* QEMU's name for our listening socket */
+#define NBD_FD_NAME "vmm-nbd"    /* ... and for the NBD server's */
 #define MEM_OVERHEAD (64ULL << 20) /* QEMU's own memory beside the guest's */
 
 struct agent {
@@ -64,6 +66,7 @@ struct agent {
 	int vol_lfd;             /* listener of the volume being received */
 	char *vol_path;
 	uint64_t vol_size;
+	bool nbd;                /* the target QEMU serves its new disks over NBD */
 };
 
 static const char *jstr(struct json_object *o, const char *key)
@@ -113,6 +116,62 @@ static bool owned_here(struct agent *ag, bool *yes, struct err **errp)
 		return false;
 	*yes = !strcmp(r->node, ag->x.node);
 	return true;
+}
+
+/* The marker says which agent owns the target and which volumes it made:
+ * "PID\nPATH\n..." - what do_cleanup() removes after a dead agent. */
+static bool write_marker(struct agent *ag, struct err **errp)
+{
+	char marker[600];
+	_cleanup_free_ char *txt = NULL;
+	size_t len = 0;
+	FILE *m = open_memstream(&txt, &len);
+
+	if (!m)
+		return err_set(errp, ERR_IO, "out of memory");
+	fprintf(m, "%d\n", (int)getpid());
+	for (unsigned i = 0; i < ag->nvols; i++)
+		fprintf(m, "%s\n", ag->vols[i]);
+	fclose(m);
+	if (!util_mkdir_p(ag->run_dir, 0750, errp))
+		return false;
+	marker_path(ag, marker, sizeof(marker));
+	return util_write_file(marker, txt, 0600, errp);
+}
+
+/* A new volume on this node: the storage must be usable here and the file
+ * must not exist (never overwrite what another guest or a replica holds). */
+static char *new_volume_path(struct agent *ag, const char *sid, const char *vol,
+			     struct err **errp)
+{
+	struct cli_ctl_storages st;
+	const struct clu_storage *s;
+	struct clu_guest_disk d = { .present = true };
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	struct stat sb;
+
+	if (!cli_ctl_storages_read(&ag->x, &st, errp))
+		return NULL;
+	snprintf(d.storage, sizeof(d.storage), "%s", sid);
+	snprintf(d.volume, sizeof(d.volume), "%s", vol);
+	s = cli_ctl_storage_usable(&ag->x, &st, sid, errp);
+	path = s ? cli_ctl_disk_path(&st, &d, errp) : NULL;
+	cli_ctl_storages_free(&st);
+	if (!path)
+		return NULL;
+	if (stat(path, &sb) == 0) {
+		err_set(errp, ERR_CONFLICT, "volume %s:%s already exists on node %s (%s)", sid, vol,
+			ag->x.node, path);
+		return NULL;
+	}
+	dir = strdup(path);
+	if (!dir) {
+		err_set(errp, ERR_IO, "out of memory");
+		return NULL;
+	}
+	if (!util_mkdir_p(dirname(dir), 0750, errp))
+		return NULL;
+	return TAKE_PTR(path);
 }
 
 /* ---- facts ------------------------------------------------------------------------ */
@@ -230,10 +289,12 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 	if (!req_vmid(ag, req, errp))
 		return NULL;
 	marker_path(ag, marker, sizeof(marker));
-	txt = util_read_file(marker, 32, NULL);
+	txt = util_read_file(marker, 16384, NULL);
 	if (txt) {
-		txt[strcspn(txt, "\n")] = '\0';
-		util_parse_u64(txt, 1, INT32_MAX, "pid", &pid, NULL);
+		char first[32];
+
+		snprintf(first, sizeof(first), "%.*s", (int)strcspn(txt, "\n"), txt);
+		util_parse_u64(first, 1, INT32_MAX, "pid", &pid, NULL);
 	}
 	if (pid && util_pid_alive((pid_t)pid) && (pid_t)pid != getpid()) {
 		err_set(errp, ERR_STATE, "guest %" PRIu32 " is being migrated here by agent pid %"
@@ -247,6 +308,7 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 		if (!q)
 			return NULL;
 		if (mine) {
+			tp_qmp_run(q->qmp, "nbd-server-stop", NULL, 5000, NULL); /* if it serves */
 			if (!mig_target_local_resume(q->qmp, errp)) {
 				mig_qemu_release(q);
 				return NULL;
@@ -261,6 +323,21 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 		log_info("guest %" PRIu32 ": leftover target QEMU of a dead agent %s", ag->vmid,
 			 action);
 	}
+	/* Volumes the dead agent made for a guest that is not ours go too. */
+	if (txt && !cli_ctl_running(ag->vmid, NULL)) {
+		if (!owned_here(ag, &mine, errp))
+			return NULL;
+		for (char *line = strchr(txt, '\n'); line && !mine && line[1];) {
+			char *next = strchr(line + 1, '\n');
+
+			if (next)
+				*next = '\0';
+			if (line[1] == '/' && unlink(line + 1) == 0)
+				log_info("guest %" PRIu32 ": removed volume %s of a dead agent",
+					 ag->vmid, line + 1);
+			line = next;
+		}
+	}
 	if (txt)
 		unlink(marker);
 	rep = mig_chan_ok();
@@ -272,6 +349,106 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 
 /* ---- the target QEMU ----------------------------------------------------------------- */
 
+/* The local disks that move with a running guest (--with-local-disks):
+ * each {drive, storage, target_storage, volume, size} gets a new sparse
+ * volume of that size here, and the record the target QEMU is built from
+ * points at it. `drive` is the disk's place among the guest's disks (the
+ * launcher's drive<N>). */
+static bool new_disks(struct agent *ag, struct clu_guest_rec *r, struct json_object *disks,
+		      struct err **errp)
+{
+	size_t n = json_object_array_length(disks);
+
+	if (n > MIG_MAX_DISKS)
+		return err_set(errp, ERR_PROTO, "too many disks");
+	for (size_t k = 0; k < n; k++) {
+		struct json_object *d = json_object_array_get_idx(disks, k);
+		const char *sid = jstr(d, "storage"), *tsid = jstr(d, "target_storage");
+		const char *vol = jstr(d, "volume");
+		int64_t drive = -1, size = 0;
+		_cleanup_close_ int fd = -1;
+		struct clu_guest_disk *gd = NULL;
+		char *path;
+		int ord = 0;
+
+		if (!sid || !tsid || !vol || !jint(d, "drive", &drive) || !jint(d, "size", &size) ||
+		    size <= 0)
+			return err_set(errp, ERR_PROTO, "a disk needs drive, storage, "
+				       "target_storage, volume and size");
+		for (int i = 0; i < CLU_GUEST_DISKS && !gd; i++)
+			if (r->conf.disks[i].present && ord++ == drive)
+				gd = &r->conf.disks[i];
+		if (!gd || strcmp(gd->storage, sid) || strcmp(gd->volume, vol))
+			return err_set(errp, ERR_STATE, "guest %" PRIu32 " has no disk %s:%s as "
+				       "drive %" PRId64 " (its config changed?)", ag->vmid, sid, vol,
+				       drive);
+		path = new_volume_path(ag, tsid, vol, errp);
+		if (!path)
+			return false;
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			err_set_errno(errp, errno, "create volume '%s'", path);
+			free(path);
+			return false;
+		}
+		ag->vols[ag->nvols++] = path;
+		if (!write_marker(ag, errp))
+			return false;
+		if (ftruncate(fd, size) < 0)
+			return err_set_errno(errp, errno, "size volume '%s'", path);
+		snprintf(gd->storage, sizeof(gd->storage), "%s", tsid);
+	}
+	return true;
+}
+
+/* The new disks, writable over NBD for the source's mirrors: one server on
+ * a listener we bind (peer-filtered like the migration's), handed to QEMU,
+ * one export per disk, named after its drive. */
+static bool serve_disks(struct agent *ag, struct json_object *disks, const char *bind,
+			const char *peer, struct json_object *rep, struct err **errp)
+{
+	struct json_object *args, *addr, *data, *names = json_object_new_array();
+	_cleanup_close_ int lfd = -1;
+	unsigned port = 0;
+
+	json_object_object_add(rep, "exports", names);
+	lfd = tp_net_listen(bind, peer, &port, errp);
+	if (lfd < 0 || !tp_qmp_send_fd(ag->q->qmp, lfd, NBD_FD_NAME, 5000, errp))
+		return false;
+	args = json_object_new_object();
+	addr = json_object_new_object();
+	data = json_object_new_object();
+	json_object_object_add(data, "str", json_object_new_string(NBD_FD_NAME));
+	json_object_object_add(addr, "type", json_object_new_string("fd"));
+	json_object_object_add(addr, "data", data);
+	json_object_object_add(args, "addr", addr);
+	if (!tp_qmp_run(ag->q->qmp, "nbd-server-start", args, 5000, errp))
+		return false;
+	ag->nbd = true;
+	for (size_t k = 0; k < json_object_array_length(disks); k++) {
+		int64_t drive = 0;
+		char name[32], node[32], id[40];
+
+		jint(json_object_array_get_idx(disks, k), "drive", &drive);
+		snprintf(name, sizeof(name), "drive%" PRId64, drive);
+		snprintf(node, sizeof(node), "disk%" PRId64, drive);
+		snprintf(id, sizeof(id), "vmm-export-%" PRId64, drive);
+		args = json_object_new_object();
+		json_object_object_add(args, "type", json_object_new_string("nbd"));
+		json_object_object_add(args, "id", json_object_new_string(id));
+		json_object_object_add(args, "node-name", json_object_new_string(node));
+		json_object_object_add(args, "name", json_object_new_string(name));
+		json_object_object_add(args, "writable", json_object_new_boolean(true));
+		if (!tp_qmp_run(ag->q->qmp, "block-export-add", args, 5000, errp))
+			return false;
+		json_object_array_add(names, json_object_new_string(name));
+	}
+	json_object_object_add(rep, "nbd_port", json_object_new_int((int)port));
+	log_info("guest %" PRIu32 ": %zu new disk(s) served over NBD on %s port %u", ag->vmid,
+		 json_object_array_length(disks), bind, port);
+	return true;
+}
+
 static struct json_object *do_start(struct agent *ag, struct json_object *req, struct err **errp)
 {
 	_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
@@ -279,9 +456,9 @@ static struct json_object *do_start(struct agent *ag, struct json_object *req, s
 	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer"), *accel_s = jstr(req, "accel");
 	struct mig_qemu_spec spec;
 	struct json_object *rep;
+	struct json_object *disks = NULL;
 	int64_t mem = 0;
 	unsigned port = 0;
-	char marker[600], pidtxt[32];
 
 	if (!r) {
 		err_set(errp, ERR_IO, "out of memory");
@@ -302,8 +479,15 @@ static struct json_object *do_start(struct agent *ag, struct json_object *req, s
 			ag->vmid, ag->x.node);
 		return NULL;
 	}
-	if (!clu_guest_read(ag->x.c, ag->vmid, r, errp) ||
-	    !cli_ctl_guest_spec(&ag->x, r, &f, &spec, errp))
+	if (!clu_guest_read(ag->x.c, ag->vmid, r, errp))
+		goto fail;
+	/* The marker first: a crash from here on leaves a trail to clean. */
+	if (!write_marker(ag, errp))
+		goto fail;
+	json_object_object_get_ex(req, "disks", &disks);
+	if (disks && !new_disks(ag, r, disks, errp))
+		goto fail;
+	if (!cli_ctl_guest_spec(&ag->x, r, &f, &spec, errp))
 		goto fail;
 	/* The source's machine is the truth: same RAM, same accelerator. */
 	spec.mem_bytes = (uint64_t)mem;
@@ -318,13 +502,13 @@ static struct json_object *do_start(struct agent *ag, struct json_object *req, s
 	cli_ctl_spec_files_free(&f);
 	if (!ag->q)
 		return NULL;
-	marker_path(ag, marker, sizeof(marker));
-	snprintf(pidtxt, sizeof(pidtxt), "%d\n", (int)getpid());
-	if (!util_write_file(marker, pidtxt, 0600, errp))
+	rep = mig_chan_ok();
+	if (disks && !serve_disks(ag, disks, bind, peer, rep, errp)) {
+		json_object_put(rep);
 		return NULL;
+	}
 	log_info("guest %" PRIu32 ": target QEMU pid %d waiting on %s port %u (from %s)",
 		 ag->vmid, (int)ag->q->pid, bind, port, peer ? peer : "anyone");
-	rep = mig_chan_ok();
 	json_object_object_add(rep, "port", json_object_new_int((int)port));
 	json_object_object_add(rep, "pid", json_object_new_int((int)ag->q->pid));
 	return rep;
@@ -384,9 +568,15 @@ static struct json_object *do_resume(struct agent *ag, struct err **errp)
 		err_set(errp, ERR_STATE, "no target QEMU");
 		return NULL;
 	}
+	/* The mirrors are done (the source ended them at pre-switchover):
+	 * nobody but the guest writes its disks from now on. */
+	if (ag->nbd && !tp_qmp_run(ag->q->qmp, "nbd-server-stop", NULL, 5000, errp))
+		return NULL;
+	ag->nbd = false;
 	if (!mig_target_local_resume(ag->q->qmp, errp))
 		return NULL;
 	ag->committed = true;
+	ag->vols_kept = true; /* its disks now */
 	drop_marker(ag);
 	log_info("guest %" PRIu32 ": running on %s (QEMU pid %d)", ag->vmid, ag->x.node,
 		 (int)ag->q->pid);
@@ -422,14 +612,11 @@ static struct json_object *do_recv_volume(struct agent *ag, struct json_object *
 {
 	const char *sid = jstr(req, "storage"), *vol = jstr(req, "volume");
 	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer");
-	struct cli_ctl_storages st;
-	const struct clu_storage *s;
-	_cleanup_free_ char *path = NULL, *dir = NULL;
+	const char *tsid = jstr(req, "target_storage");
+	_cleanup_free_ char *path = NULL;
 	struct json_object *rep;
-	struct clu_guest_disk d = { .present = true };
 	int64_t size = 0;
 	unsigned port = 0;
-	struct stat sb;
 
 	if (!req_vmid(ag, req, errp))
 		return NULL;
@@ -441,22 +628,8 @@ static struct json_object *do_recv_volume(struct agent *ag, struct json_object *
 		err_set(errp, ERR_STATE, "a volume is already being received");
 		return NULL;
 	}
-	if (!cli_ctl_storages_read(&ag->x, &st, errp))
-		return NULL;
-	snprintf(d.storage, sizeof(d.storage), "%s", sid);
-	snprintf(d.volume, sizeof(d.volume), "%s", vol);
-	s = cli_ctl_storage_usable(&ag->x, &st, sid, errp);
-	path = s ? cli_ctl_disk_path(&st, &d, errp) : NULL;
-	cli_ctl_storages_free(&st);
+	path = new_volume_path(ag, tsid ? tsid : sid, vol, errp);
 	if (!path)
-		return NULL;
-	if (stat(path, &sb) == 0) {
-		err_set(errp, ERR_CONFLICT, "volume %s:%s already exists on node %s (%s)", sid, vol,
-			ag->x.node, path);
-		return NULL;
-	}
-	dir = strdup(path);
-	if (!dir || !util_mkdir_p(dirname(dir), 0750, errp))
 		return NULL;
 	ag->vol_lfd = tp_net_listen(bind, peer, &port, errp);
 	if (ag->vol_lfd < 0)
@@ -571,6 +744,9 @@ static void finish(struct agent *ag)
 		if (mine) {
 			log_warn("guest %" PRIu32 ": the worker left after the guest became ours: "
 				 "resuming it here", ag->vmid);
+			if (ag->nbd)
+				tp_qmp_run(ag->q->qmp, "nbd-server-stop", NULL, 5000, NULL);
+			ag->nbd = false;
 			if (!mig_target_local_resume(ag->q->qmp, &e)) {
 				log_error("guest %" PRIu32 ": resume failed: %s", ag->vmid, e->msg);
 				err_free(TAKE_PTR(e));

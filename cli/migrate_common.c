@@ -57,6 +57,27 @@ bool cli_mig_record_parse(const char *text, struct cli_mig_record *r, struct err
 	r->secure = jstr(o, "type") && !strcmp(jstr(o, "type"), "secure");
 	r->was_running = jbool(o, "was_running");
 	r->cancel = jbool(o, "cancel");
+	if (json_object_object_get_ex(o, "moved", &v) && json_object_is_type(v, json_type_array)) {
+		for (size_t i = 0; i < json_object_array_length(v) && r->nmoved < MIG_MAX_DISKS;
+		     i++) {
+			struct json_object *m = json_object_array_get_idx(v, i);
+			struct cli_mig_moved *d = &r->moved[r->nmoved];
+			int64_t conf;
+
+			if (!json_object_is_type(m, json_type_array) ||
+			    json_object_array_length(m) != 3)
+				return err_set(errp, ERR_PROTO, "malformed migration record: moved");
+			conf = json_object_get_int64(json_object_array_get_idx(m, 0));
+			if (conf < 0 || conf >= CLU_GUEST_DISKS)
+				return err_set(errp, ERR_PROTO, "malformed migration record: moved");
+			d->conf = (unsigned)conf;
+			snprintf(d->storage, sizeof(d->storage), "%s",
+				 json_object_get_string(json_object_array_get_idx(m, 1)));
+			snprintf(d->path, sizeof(d->path), "%s",
+				 json_object_get_string(json_object_array_get_idx(m, 2)));
+			r->nmoved++;
+		}
+	}
 	return true;
 }
 
@@ -76,6 +97,19 @@ static struct json_object *record_json(const struct cli_mig_record *r)
 	json_object_object_add(o, "cancel", json_object_new_boolean(r->cancel));
 	if (r->cancel_by[0])
 		json_object_object_add(o, "cancel_by", json_object_new_string(r->cancel_by));
+	if (r->nmoved) {
+		struct json_object *arr = json_object_new_array();
+
+		for (unsigned i = 0; i < r->nmoved; i++) {
+			struct json_object *m = json_object_new_array();
+
+			json_object_array_add(m, json_object_new_int((int)r->moved[i].conf));
+			json_object_array_add(m, json_object_new_string(r->moved[i].storage));
+			json_object_array_add(m, json_object_new_string(r->moved[i].path));
+			json_object_array_add(arr, m);
+		}
+		json_object_object_add(o, "moved", arr);
+	}
 	return o;
 }
 

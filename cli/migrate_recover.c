@@ -10,6 +10,7 @@
 #include "../common/util.h"
 #include "../transport/tp_ssh.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -152,6 +153,9 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 		log_warn("guest %" PRIu32 " belongs to %s, which does not run it: taking it back",
 			 vmid, rec.target);
 		snprintf(g->node, sizeof(g->node), "%s", x->node);
+		for (unsigned i = 0; i < rec.nmoved; i++)
+			snprintf(g->conf.disks[rec.moved[i].conf].storage,
+				 sizeof(g->conf.disks[0].storage), "%s", rec.moved[i].storage);
 		if (!clu_guest_update(x->c, g, errp))
 			return false;
 		owner_here = true;
@@ -162,5 +166,15 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 	}
 	if (!source_side(vmid, owner_here, rec.was_running, errp))
 		return false;
+	/* The target owns the guest and its copies of the moved volumes: the
+	 * source's go, as after a migration that ended well. */
+	for (unsigned i = 0; !owner_here && i < rec.nmoved; i++) {
+		if (unlink(rec.moved[i].path) == 0)
+			log_warn("guest %" PRIu32 ": removed the source volume %s", vmid,
+				 rec.moved[i].path);
+		else if (errno != ENOENT)
+			log_warn("guest %" PRIu32 ": cannot remove the source volume %s: %m", vmid,
+				 rec.moved[i].path);
+	}
 	return cli_mig_record_delete(x->c, vmid, errp);
 }

@@ -56,7 +56,12 @@ static const struct cli_opt opts[] = {
 	  "cross the link; default zstd in secure mode, none in insecure mode" },
 	{ "xbzrle", CLI_FLAG, NULL, "delta-encode re-sent pages (slow links, busy guests)" },
 	{ "no-auto-converge", CLI_FLAG, NULL, "never throttle the guest's vCPUs" },
-	{ "with-local-disks", CLI_FLAG, NULL, "move local disks of a running guest too" },
+	{ "with-local-disks", CLI_FLAG, NULL, "move local disks of a running guest too "
+	  "(mirrored while it runs)" },
+	{ "targetstorage", CLI_VALUE, "ID|SRC:DST,...", "where local disks go on the target: "
+	  "one storage for all, or a map; default the same storage ID" },
+	{ "mirror-mode", CLI_VALUE, "write-blocking|background", "local disks: guest writes "
+	  "reach the target synchronously (default) or are copied behind them" },
 	{ "timeout", CLI_VALUE, "S", "give the migration this long; default 3600" },
 	{ "timeout-action", CLI_VALUE, "abort|pause|postcopy", "what the timeout does; "
 	  "default abort" },
@@ -75,6 +80,11 @@ struct run {
 	char cidr_s[64], source_addr[64], remote[512];
 	struct mig_job_volume vols[MIG_MAX_DISKS];
 	char *vol_paths[MIG_MAX_DISKS];
+	unsigned vol_conf[MIG_MAX_DISKS];  /* the volume's index in conf.disks */
+	struct storage_map { char src[CLU_STORAGE_ID_MAX + 1], dst[CLU_STORAGE_ID_MAX + 1]; }
+		map[MIG_MAX_DISKS];
+	unsigned nmap;
+	char map_all[CLU_STORAGE_ID_MAX + 1]; /* --targetstorage ID: every local disk */
 	const char *storages[MIG_MAX_DISKS];
 	unsigned nvols, nstorages;
 	uint64_t last_wire;
@@ -171,6 +181,50 @@ static bool parse_network(struct run *r, const struct clu_datacenter *dc, struct
 	return true;
 }
 
+/* --targetstorage: "ID" (every local disk there) or "SRC:DST,SRC:DST" (as
+ * Proxmox's qm migrate); storages not named keep their ID. */
+static bool parse_targetstorage(struct run *r, const char *v, struct err **errp)
+{
+	_cleanup_free_ char *copy = strdup(v);
+	char *save = NULL, *tok;
+
+	if (!copy)
+		return err_set(errp, ERR_IO, "out of memory");
+	if (!strchr(v, ':')) {
+		if (!clu_storage_id_valid(v))
+			return err_set(errp, ERR_INVAL, "invalid --targetstorage '%s'", v);
+		snprintf(r->map_all, sizeof(r->map_all), "%s", v);
+		return true;
+	}
+	for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		char *colon = strchr(tok, ':');
+
+		if (!colon || r->nmap == MIG_MAX_DISKS)
+			return err_set(errp, ERR_INVAL, "invalid --targetstorage '%s'", v);
+		*colon = '\0';
+		if (!clu_storage_id_valid(tok) || !clu_storage_id_valid(colon + 1))
+			return err_set(errp, ERR_INVAL, "invalid --targetstorage '%s'", v);
+		for (unsigned i = 0; i < r->nmap; i++)
+			if (!strcmp(r->map[i].src, tok))
+				return err_set(errp, ERR_INVAL, "invalid --targetstorage '%s': "
+					       "storage '%s' mapped twice", v, tok);
+		snprintf(r->map[r->nmap].src, sizeof(r->map[0].src), "%s", tok);
+		snprintf(r->map[r->nmap].dst, sizeof(r->map[0].dst), "%s", colon + 1);
+		r->nmap++;
+	}
+	return true;
+}
+
+static const char *target_storage_of(const struct run *r, const char *sid)
+{
+	if (r->map_all[0])
+		return r->map_all;
+	for (unsigned i = 0; i < r->nmap; i++)
+		if (!strcmp(r->map[i].src, sid))
+			return r->map[i].dst;
+	return sid;
+}
+
 /* ---- checks ---------------------------------------------------------------------- */
 
 static bool quorate(struct cli_ctl *x, struct err **errp)
@@ -205,45 +259,67 @@ static bool check_target(struct run *r, const char *target, struct err **errp)
 }
 
 /* Storages the target must offer, and (offline) local volumes to copy. */
+static bool add_storage(struct run *r, const char *id)
+{
+	for (unsigned k = 0; k < r->nstorages; k++)
+		if (!strcmp(r->storages[k], id))
+			return true;
+	return (r->storages[r->nstorages++] = strdup(id)) != NULL;
+}
+
+static bool on_target(const struct run *r, const struct clu_storage *s)
+{
+	if (!s->n_nodes)
+		return true;
+	for (size_t k = 0; k < s->n_nodes; k++)
+		if (!strcmp(s->nodes[k], r->target.name))
+			return true;
+	return false;
+}
+
+/* Storages the target must offer, and the local volumes to move: copied
+ * (offline) or mirrored (online, --with-local-disks). Shared disks stay. */
 static bool check_disks(struct run *r, bool online, struct err **errp)
 {
 	struct cli_ctl_storages st;
-	bool ok = true;
+	bool ok = true, with_local = cli_has(r->a, "with-local-disks");
+	unsigned drive = 0;
 
 	if (!cli_ctl_storages_read(&r->x, &st, errp))
 		return false;
 	for (int i = 0; i < CLU_GUEST_DISKS && ok; i++) {
 		const struct clu_guest_disk *d = &r->g->conf.disks[i];
-		const struct clu_storage *s;
-		bool seen = false;
+		const struct clu_storage *s, *ts;
+		const char *tsid;
 
 		if (!d->present)
 			continue;
+		drive++;
 		s = clu_storage_find(&st.sc, d->storage);
 		if (!s) {
 			ok = err_set(errp, ERR_INVAL, "disk %s:%s of guest %" PRIu32 " is on an "
 				     "unknown storage", d->storage, d->volume, r->g->vmid);
 			break;
 		}
-		if (s->n_nodes) {
-			bool there = false;
-
-			for (size_t k = 0; k < s->n_nodes; k++)
-				there = there || !strcmp(s->nodes[k], r->target.name);
-			if (!there) {
-				ok = err_set(errp, ERR_STATE, "storage '%s' of disk %s:%s is not "
-					     "available on node %s", s->id, d->storage, d->volume,
-					     r->target.name);
-				break;
-			}
+		tsid = s->shared ? s->id : target_storage_of(r, s->id);
+		ts = clu_storage_find(&st.sc, tsid);
+		if (!ts) {
+			ok = err_set(errp, ERR_INVAL, "unknown target storage '%s' for disk %s:%s",
+				     tsid, d->storage, d->volume);
+			break;
 		}
-		for (unsigned k = 0; k < r->nstorages; k++)
-			seen = seen || !strcmp(r->storages[k], s->id);
-		if (!seen)
-			r->storages[r->nstorages++] = strdup(s->id);
+		if (!on_target(r, ts)) {
+			ok = err_set(errp, ERR_STATE, "storage '%s' of disk %s:%s is not available "
+				     "on node %s", ts->id, d->storage, d->volume, r->target.name);
+			break;
+		}
+		if (!add_storage(r, ts->id)) {
+			ok = err_set(errp, ERR_IO, "out of memory");
+			break;
+		}
 		if (s->shared)
 			continue;
-		if (online) {
+		if (online && !with_local) {
 			ok = err_set(errp, ERR_STATE, "guest %" PRIu32 " has the local disk %s:%s: "
 				     "a live migration with local disks needs --with-local-disks",
 				     r->g->vmid, d->storage, d->volume);
@@ -265,11 +341,14 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 				break;
 			}
 			r->vol_paths[r->nvols] = path;
+			r->vol_conf[r->nvols] = (unsigned)i;
 			*v = (struct mig_job_volume){
 				.storage = d->storage,
 				.volume = d->volume,
+				.target_storage = ts == s ? NULL : strdup(ts->id),
 				.path = path,
 				.size = (uint64_t)sb.st_size,
+				.drive = drive - 1,
 			};
 			r->nvols++;
 		}
@@ -327,6 +406,11 @@ static bool hook_move_owner(void *opaque, struct err **errp)
 		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is owned by %s now", g->vmid,
 			       g->node);
 	snprintf(g->node, sizeof(g->node), "%s", r->target.name);
+	/* Disks moved to another storage ID (--targetstorage) are there now. */
+	for (unsigned i = 0; i < r->nvols; i++)
+		if (r->vols[i].target_storage)
+			snprintf(g->conf.disks[r->vol_conf[i]].storage,
+				 sizeof(g->conf.disks[0].storage), "%s", r->vols[i].target_storage);
 	return clu_guest_update(r->x.c, g, errp);
 }
 
@@ -342,19 +426,25 @@ static void hook_progress(const struct mig_job_progress *p, void *opaque)
 	}
 	if (p->phase != MIG_PHASE_TRANSFER)
 		return;
-	if (p->online) {
+	if (p->online && !p->mirroring) {
 		cli_progress_ram(&r->prog, mig_phase_name(p->phase), &p->raw);
 		return;
 	}
-	if (now - r->last_wire_ms >= 500) {
-		if (r->last_wire_ms)
-			r->wire_rate = (p->vol_covered - r->last_wire) * 1000 /
-				       (uint64_t)(now - r->last_wire_ms);
+	/* A mirror under a bandwidth limit moves in bursts: smooth the rate
+	 * over one-second samples so the ETA does not jump about. */
+	if (now - r->last_wire_ms >= 1000) {
+		if (r->last_wire_ms) {
+			uint64_t inst = (p->vol_covered - r->last_wire) * 1000 /
+					(uint64_t)(now - r->last_wire_ms);
+
+			r->wire_rate = r->wire_rate ? (r->wire_rate * 3 + inst) / 4 : inst;
+		}
 		r->last_wire = p->vol_covered;
 		r->last_wire_ms = now;
 	}
-	cli_progress_disk(&r->prog, mig_phase_name(p->phase), p->vols_total, p->vol_covered,
-			  p->vol_wire, r->wire_rate, p->elapsed_ms);
+	cli_progress_disk(&r->prog, p->mirroring ? "mirror" : mig_phase_name(p->phase),
+			  p->vols_total, p->vol_covered, p->vol_wire, r->wire_rate, p->elapsed_ms,
+			  p->mirroring ? p->disk : NULL, p->mirroring ? p->ndisks : 0);
 }
 
 /* ---- the source QEMU -------------------------------------------------------------- */
@@ -399,9 +489,9 @@ static void summary(struct run *r, const struct mig_job *j, const struct mig_job
 		if (j->online)
 			printf(",\"migration_ms\":%" PRId64 ",\"downtime_ms\":%" PRId64
 			       ",\"transferred\":%" PRIu64 ",\"ram\":%" PRIu64 ",\"passes\":%" PRIu64
-			       ",\"downtime_limit_ms\":%" PRIu64, p->raw.elapsed_ms, p->raw.downtime_ms,
-			       p->raw.transferred, p->raw.total, p->raw.passes,
-			       p->raw.downtime_limit_ms);
+			       ",\"downtime_limit_ms\":%" PRIu64 ",\"disks\":%u,\"disk_bytes\":%" PRIu64,
+			       p->raw.elapsed_ms, p->raw.downtime_ms, p->raw.transferred, p->raw.total,
+			       p->raw.passes, p->raw.downtime_limit_ms, r->nvols, p->vols_total);
 		else
 			printf(",\"disk_bytes\":%" PRIu64 ",\"data_bytes\":%" PRIu64
 			       ",\"wire_bytes\":%" PRIu64, p->vols_total, p->data_done, p->wire_done);
@@ -412,12 +502,18 @@ static void summary(struct run *r, const struct mig_job *j, const struct mig_job
 	if (j->online) {
 		double secs = (double)(p->raw.elapsed_ms > 0 ? p->raw.elapsed_ms : 1) / 1000.0;
 
+		char d[32];
+
 		printf("migrated guest %" PRIu32 " to %s in %.2f s (%s via %s): downtime %" PRId64
-		       " ms, %s sent at %s/s, %" PRIu64 " passes\n", j->vmid, j->target,
+		       " ms, %s sent at %s/s, %" PRIu64 " passes", j->vmid, j->target,
 		       (double)p->elapsed_ms / 1000.0, mode, p->target_addr, p->raw.downtime_ms,
 		       util_fmt_bytes(p->raw.transferred, t, sizeof(t)),
 		       util_fmt_bytes((uint64_t)((double)p->raw.transferred / secs), w, sizeof(w)),
 		       p->raw.passes);
+		if (r->nvols)
+			printf(", %u local disk(s) of %s mirrored", r->nvols,
+			       util_fmt_bytes(p->vols_total, d, sizeof(d)));
+		printf("\n");
 	} else {
 		printf("moved guest %" PRIu32 " to %s in %.2f s (offline, %s): %u disk(s), %s "
 		       "copied, %s on the wire\n", j->vmid, j->target,
@@ -474,8 +570,10 @@ static int64_t wall_ms(void)
 static void run_free(struct run *r)
 {
 	cli_mig_peer_free(&r->target);
-	for (unsigned i = 0; i < r->nvols; i++)
+	for (unsigned i = 0; i < r->nvols; i++) {
 		free(r->vol_paths[i]);
+		free((char *)r->vols[i].target_storage);
+	}
 	for (unsigned i = 0; i < r->nstorages; i++)
 		free((char *)r->storages[i]);
 	free(r->g);
@@ -521,9 +619,16 @@ static int exec_migrate(const struct cli_args *a)
 	if (!clu_node_name_valid(a->pos[1]))
 		return fail(&r, (err_set(&e, ERR_INVAL, "invalid target node name '%s'",
 					 a->pos[1]), e));
-	if (cli_has(a, "with-local-disks"))
-		return fail(&r, (err_set(&e, ERR_INVAL, "--with-local-disks: live migration of "
-					 "local disks is not available yet"), e));
+	if (cli_get(a, "targetstorage") && !parse_targetstorage(&r, cli_get(a, "targetstorage"), &e))
+		return fail(&r, e);
+	if (cli_get(a, "mirror-mode")) {
+		const char *mm = cli_get(a, "mirror-mode");
+
+		if (strcmp(mm, "write-blocking") && strcmp(mm, "background"))
+			return fail(&r, (err_set(&e, ERR_INVAL, "invalid --mirror-mode '%s': use "
+						 "write-blocking or background", mm), e));
+		j.mirror_background = !strcmp(mm, "background");
+	}
 	r.g = calloc(1, sizeof(*r.g));
 	if (!r.g)
 		return fail(&r, NULL);
@@ -571,6 +676,12 @@ static int exec_migrate(const struct cli_args *a)
 	snprintf(rec.source, sizeof(rec.source), "%s", r.x.node);
 	snprintf(rec.target, sizeof(rec.target), "%s", r.target.name);
 	snprintf(rec.phase, sizeof(rec.phase), "%s", mig_phase_name(MIG_PHASE_CHECK));
+	for (unsigned i = 0; i < r.nvols; i++) {
+		rec.moved[i].conf = r.vol_conf[i];
+		snprintf(rec.moved[i].storage, sizeof(rec.moved[i].storage), "%s", r.vols[i].storage);
+		snprintf(rec.moved[i].path, sizeof(rec.moved[i].path), "%s", r.vols[i].path);
+	}
+	rec.nmoved = r.nvols;
 	if (!cli_mig_record_create(r.x.c, &rec, &e))
 		return fail(&r, e);
 	if (running) {

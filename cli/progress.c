@@ -76,17 +76,28 @@ void cli_progress_ram(struct cli_progress *p, const char *phase,
 }
 
 void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total,
-		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms)
+		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms,
+		       const struct mig_disk_progress *disks, unsigned ndisks)
 {
-	char done_s[32], total_s[32], wire_s[32], rate_s[32], eta[32], stamp[16];
-	unsigned pct = total ? (unsigned)(covered * 100 / total) : 0;
+	char done_s[32], total_s[32], wire_s[32], rate_s[32], eta[32], stamp[16], extra[64];
+	unsigned pct = total ? (unsigned)(covered * 100 / total) : 0, ready = 0;
 	time_t now;
 
+	for (unsigned i = 0; i < ndisks; i++)
+		ready += disks[i].ready;
 	if (p->out == CLI_OUT_JSON) {
 		printf("{\"event\":\"progress\",\"phase\":\"%s\",\"disk_total\":%" PRIu64
 		       ",\"disk_done\":%" PRIu64 ",\"wire_bytes\":%" PRIu64 ",\"rate_bps\":%" PRIu64
-		       ",\"elapsed_ms\":%" PRId64 "}\n", phase, total, covered, wire, rate_bps,
-		       elapsed_ms);
+		       ",\"elapsed_ms\":%" PRId64, phase, total, covered, wire, rate_bps, elapsed_ms);
+		if (ndisks) {
+			printf(",\"disks\":[");
+			for (unsigned i = 0; i < ndisks; i++)
+				printf("%s{\"done\":%" PRIu64 ",\"total\":%" PRIu64 ",\"ready\":%s}",
+				       i ? "," : "", disks[i].done, disks[i].total,
+				       disks[i].ready ? "true" : "false");
+			printf("]");
+		}
+		printf("}\n");
 		fflush(stdout);
 		return;
 	}
@@ -98,9 +109,13 @@ void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total
 		snprintf(eta, sizeof(eta), "%.1fs", (double)(total - covered) / (double)rate_bps);
 	else
 		snprintf(eta, sizeof(eta), "-");
+	if (ndisks)
+		snprintf(extra, sizeof(extra), "  %u/%u disk(s) in sync", ready, ndisks);
+	else
+		snprintf(extra, sizeof(extra), "  wire %s", wire_s);
 	if (p->tty) {
-		printf("\r\033[K%-10s %3u%%  disks %s / %s  %s/s  wire %s  ETA %s", phase, pct,
-		       done_s, total_s, rate_s, wire_s, eta);
+		printf("\r\033[K%-10s %3u%%  disks %s / %s  %s/s  ETA %s%s", phase, pct, done_s,
+		       total_s, rate_s, eta, extra);
 		p->line_open = true;
 		fflush(stdout);
 		return;
@@ -110,8 +125,8 @@ void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total
 	p->last_plain_ms = util_now_ms();
 	now = time(NULL);
 	strftime(stamp, sizeof(stamp), "%H:%M:%S", localtime(&now));
-	printf("%s %s %u%% disks %s/%s rate %s/s wire %s ETA %s\n", stamp, phase, pct, done_s,
-	       total_s, rate_s, wire_s, eta);
+	printf("%s %s %u%% disks %s/%s rate %s/s ETA %s%s\n", stamp, phase, pct, done_s, total_s,
+	       rate_s, eta, extra);
 	fflush(stdout);
 }
 

@@ -29,9 +29,12 @@ void cli_progress_ram(struct cli_progress *p, const char *phase,
 		      const struct mig_raw_progress *rp);
 
 /* One disk-copy sample: bytes of the volumes covered (zeros included) of
- * total, bytes on the wire. */
+ * total, bytes on the wire (0: not known). disks[0..ndisks-1], when given,
+ * are the single disks (JSON lists them; a terminal shows how many are in
+ * sync). */
 void cli_progress_disk(struct cli_progress *p, const char *phase, uint64_t total,
-		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms);
+		       uint64_t covered, uint64_t wire, uint64_t rate_bps, int64_t elapsed_ms,
+		       const struct mig_disk_progress *disks, unsigned ndisks);
 
 /* A phase change: a JSON event, a plain line, nothing on a TTY. */
 void cli_progress_phase(struct cli_progress *p, const char *phase);

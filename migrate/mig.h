@@ -213,6 +213,11 @@ struct mig_raw_opts {
 	/* No RAM moved for this long: abort (a cut link blocks QEMU's socket
 	 * for minutes otherwise); 0 = 10 s. */
 	int stall_ms;
+	/* When set, the source pauses before the switchover (QEMU's
+	 * pause-before-switchover) and this runs with the guest stopped and
+	 * all RAM sent; the migration continues once it returned true, and
+	 * is cancelled (source resumed) if it fails. */
+	bool (*pre_switchover)(void *opaque, struct err **errp);
 };
 
 struct mig_raw_progress {
@@ -253,6 +258,57 @@ bool mig_raw_run(struct tp_qmp *src, struct tp_qmp *dst,
  * left paused) if the target would not go. */
 bool mig_raw_undo(struct tp_qmp *src, const struct mig_target *t, bool src_was_running,
 		  struct err **errp);
+
+/* ---- local disks: mirrors to the target's NBD exports (mig_disk.c) ---------
+ * The source's half of moving a running guest's local disks: per disk an
+ * NBD client node (blockdev-add) to the export the target serves and a
+ * blockdev-mirror job (sync full: zeros and holes go as write-zeroes, no
+ * payload) from the guest's disk. Once every job is ready the RAM moves;
+ * at pre-switchover (guest paused) mig_mirror_complete() ends the jobs
+ * with the target a point-in-time copy, without pivoting the guest. */
+
+struct mig_disk {
+	const char *device;  /* the guest's drive on the source, "drive0" */
+	const char *export;  /* the target's NBD export of its new disk */
+};
+
+struct mig_disk_progress {
+	uint64_t done, total; /* bytes of the job (total grows with guest writes) */
+	bool ready;           /* in sync with the source */
+};
+
+struct mig_mirror;
+
+/* Removes mirror jobs and NBD nodes of ours an earlier (crashed) worker
+ * left in the QEMU; the guest's disks stay as they are. */
+bool mig_mirror_sweep(struct tp_qmp *q, struct err **errp);
+/* Adds the NBD nodes and starts the jobs (speed: bytes/s, 0 = unlimited),
+ * after a sweep; on failure whatever was started is undone. fds[i] is a
+ * connected stream to the target's NBD server for disk i (TCP, or one end
+ * of a socketpair bridged into SSH), handed to QEMU; cuts[i] is what
+ * shutdown() cuts that connection with when the mirror is aborted (a dup
+ * of the TCP socket, or the socketpair's other end: shutting down one's
+ * own end of a unix socket does not wake a peer's poll, the other end's
+ * does). Both arrays are taken, also on failure (entries set to -1). */
+struct mig_mirror *mig_mirror_start(struct tp_qmp *q, const struct mig_disk *d, unsigned n,
+				    int *fds, int *cuts, uint64_t speed, bool write_blocking,
+				    struct err **errp);
+/* One look at the jobs: p[0..n-1] filled, *all_ready when every job is in
+ * sync; a failed or vanished job is an error naming the disk. */
+bool mig_mirror_poll(struct mig_mirror *m, struct mig_disk_progress *p, bool *all_ready,
+		     struct err **errp);
+/* Ends every (ready) job so the target holds a point-in-time copy; call it
+ * with the guest paused. */
+bool mig_mirror_complete(struct mig_mirror *m, int timeout_ms, struct err **errp);
+/* Unless completed: cuts the NBD connections and force-cancels the jobs,
+ * without waiting (NULL ok). In secure mode the caller then closes the SSH
+ * sessions that carry the connections: a writer in QEMU blocked on a full
+ * socket wakes only once the peer end is gone everywhere. */
+void mig_mirror_abort(struct mig_mirror *m);
+/* mig_mirror_abort(), then waits for the jobs to end, dismisses them,
+ * removes the NBD nodes, frees m (NULL ok). The guest's own disks are
+ * never touched. */
+void mig_mirror_end(struct mig_mirror *m);
 
 /* ---- control channel to the agent (mig_agent.c) ---------------------------
  * JSON lines over a stream: requests {"cmd":..}, replies {"ok":true,..} or
@@ -323,6 +379,10 @@ struct mig_job_progress {
 	uint64_t vol_wire;             /* bytes on the wire so far */
 	unsigned vol_index;
 	uint64_t vols_done, wire_done, data_done; /* finished volumes */
+	bool mirroring;                /* online: local disks being mirrored (vols_total
+					* and vol_covered then sum the disks below) */
+	unsigned ndisks;
+	struct mig_disk_progress disk[MIG_MAX_DISKS];
 	int64_t elapsed_ms;
 	char warning[256];             /* done, but a cleanup step failed */
 	enum mig_phase failed_in;      /* on failure: the phase it failed in (CHECK: a
@@ -342,8 +402,10 @@ struct mig_job_hooks {
 
 struct mig_job_volume {
 	const char *storage, *volume; /* as in the guest config */
+	const char *target_storage;   /* where it goes on the target; NULL = storage */
 	const char *path;             /* the source file */
 	uint64_t size;
+	unsigned drive;               /* online: the guest's drive<N> (virtio<N>) */
 };
 
 struct mig_job {
@@ -368,11 +430,14 @@ struct mig_job {
 	struct mig_tune tune;
 	int timeout_ms;
 	enum mig_timeout_action timeout_action;
-	/* storages the target must have, volumes to copy (offline) */
+	/* storages the target must have; local volumes to copy (offline) or
+	 * to mirror with the running guest (online, --with-local-disks) */
 	const char *const *storages;
 	unsigned nstorages;
 	const struct mig_job_volume *volumes;
 	unsigned nvolumes;
+	bool mirror_background;       /* mirrors in background copy mode (default:
+				       * write-blocking, see mig_disk.c) */
 	struct mig_job_hooks hooks;
 };
 

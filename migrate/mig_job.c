@@ -31,17 +31,24 @@
 #include "../transport/tp_stream.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define CTL_TIMEOUT_MS 30000
 #define FACTS_TIMEOUT_MS 60000 /* the CPU check may probe QEMU once */
-#define MAX_DATA_SESSIONS 17
+#define MAX_DATA_SESSIONS TP_SSH_FWD_MAX
+#define DISK_STALL_MS 15000    /* no mirror progress: the link is gone */
+#define NBD_USER_TIMEOUT_MS 10000
+#define MIRROR_FINISH_MS 60000 /* the last writes, guest paused */
+#define DISK_CONVERGE_MS 60000 /* no new low of what is left to copy */
 
 static const char *const phase_names[] = {
 	[MIG_PHASE_CHECK] = "check",
@@ -82,13 +89,14 @@ struct job {
 	bool target_started;
 	bool owner_moved;
 	int64_t start_ms;
-	/* secure online: QEMU's connections to forward */
-	int qemu_lfd;
-	char sock_path[600];
-	pthread_t fwd;
-	bool fwd_running;
-	volatile bool fwd_stop;
-	unsigned port;
+	/* secure online: QEMU's connections into the data sessions */
+	struct tp_ssh_fwd *fwd_ram;
+	char ram_sock[600];
+	unsigned port, nbd_port;  /* the target's listeners */
+	/* local disks (online): mirrors to the target's NBD exports */
+	struct mig_mirror *mirror;
+	struct mig_disk disks[MIG_MAX_DISKS];
+	char exports[MIG_MAX_DISKS][32], devices[MIG_MAX_DISKS][32];
 };
 
 /* The one place the phase changes. A failed persist is fatal only before
@@ -251,75 +259,46 @@ static bool open_data(struct job *jb, unsigned n, struct err **errp)
 
 /* ---- secure online: QEMU's connections into SSH channels ----------------------- */
 
-static void *forwarder(void *arg)
+static bool start_forwarder(struct job *jb, struct tp_ssh_fwd **f, char *path, size_t len,
+			    const char *what, unsigned port, struct err **errp)
 {
-	struct job *jb = arg;
-	unsigned next = 0;
-
-	while (!jb->fwd_stop) {
-		struct err *e = NULL;
-		int fd = tp_net_accept(jb->qemu_lfd, 200, NULL, 0, &e);
-
-		if (fd < 0) {
-			bool timeout = e->code == ERR_TIMEOUT;
-
-			if (!timeout && !jb->fwd_stop)
-				log_warn("forwarder: %s", e->msg);
-			err_free(e);
-			if (!timeout)
-				break;
-			continue;
-		}
-		/* One session per connection while they last: multifd channels
-		 * then run on separate TCP connections and threads. */
-		if (!tp_ssh_forward(jb->data[next % jb->ndata], fd, "127.0.0.1", jb->port, &e)) {
-			log_warn("forwarder: %s", e->msg);
-			err_free(e);
-		}
-		next++;
-	}
-	return NULL;
+	snprintf(path, len, "%s/%s-%d.sock", jb->j->src_run_dir, what, (int)getpid());
+	*f = tp_ssh_fwd_start(path, jb->data, jb->ndata, "127.0.0.1", port, errp);
+	return *f != NULL;
 }
 
-static bool start_forwarder(struct job *jb, struct err **errp)
+static void stop_forwarders(struct job *jb)
 {
-	snprintf(jb->sock_path, sizeof(jb->sock_path), "%s/mig-%d.sock", jb->j->src_run_dir,
-		 (int)getpid());
-	jb->qemu_lfd = tp_net_unix_listen(jb->sock_path, errp);
-	if (jb->qemu_lfd < 0)
-		return false;
-	if (pthread_create(&jb->fwd, NULL, forwarder, jb) != 0) {
-		close(jb->qemu_lfd);
-		jb->qemu_lfd = -1;
-		return err_set(errp, ERR_IO, "cannot start the forwarder thread");
-	}
-	jb->fwd_running = true;
-	return true;
-}
-
-static void stop_forwarder(struct job *jb)
-{
-	if (jb->fwd_running) {
-		jb->fwd_stop = true;
-		/* Wakes the thread's poll() on the listener now, not at its
-		 * next timeout (Linux: a shut-down listener reports POLLHUP). */
-		shutdown(jb->qemu_lfd, SHUT_RDWR);
-		pthread_join(jb->fwd, NULL);
-		jb->fwd_running = false;
-	}
-	if (jb->qemu_lfd >= 0) {
-		close(jb->qemu_lfd);
-		jb->qemu_lfd = -1;
-		unlink(jb->sock_path);
-	}
+	tp_ssh_fwd_stop(jb->fwd_ram);
+	jb->fwd_ram = NULL;
 }
 
 /* ---- online --------------------------------------------------------------------- */
 
+/* Local disks to move with a running guest: where each goes on the target. */
+static struct json_object *disks_json(const struct mig_job *j)
+{
+	struct json_object *arr = json_object_new_array();
+
+	for (unsigned i = 0; i < j->nvolumes; i++) {
+		const struct mig_job_volume *v = &j->volumes[i];
+		struct json_object *d = json_object_new_object();
+
+		json_object_object_add(d, "drive", json_object_new_int((int)v->drive));
+		json_object_object_add(d, "storage", json_object_new_string(v->storage));
+		json_object_object_add(d, "target_storage", json_object_new_string(
+					       v->target_storage ? v->target_storage : v->storage));
+		json_object_object_add(d, "volume", json_object_new_string(v->volume));
+		json_object_object_add(d, "size", json_object_new_uint64(v->size));
+		json_object_array_add(arr, d);
+	}
+	return arr;
+}
+
 static bool start_target(struct job *jb, struct err **errp)
 {
 	const struct mig_job *j = jb->j;
-	struct json_object *req = mig_chan_req("start"), *v;
+	struct json_object *req = mig_chan_req("start"), *v, *ex;
 	_cleanup_json_ struct json_object *rep = NULL;
 
 	json_object_object_add(req, "vmid", json_object_new_int64(j->vmid));
@@ -331,6 +310,8 @@ static bool start_target(struct job *jb, struct err **errp)
 								   jb->target_addr));
 	json_object_object_add(req, "peer", json_object_new_string(j->secure ? "127.0.0.1" :
 								   j->source_addr));
+	if (j->nvolumes)
+		json_object_object_add(req, "disks", disks_json(j));
 	rep = mig_chan_call(jb->ch, req, CTL_TIMEOUT_MS, errp);
 	if (!rep)
 		return false;
@@ -338,6 +319,19 @@ static bool start_target(struct job *jb, struct err **errp)
 	if (!json_object_object_get_ex(rep, "port", &v) || json_object_get_int(v) <= 0)
 		return err_set(errp, ERR_PROTO, "the agent on %s sent no port", j->target);
 	jb->port = (unsigned)json_object_get_int(v);
+	if (!j->nvolumes)
+		return true;
+	if (!json_object_object_get_ex(rep, "nbd_port", &v) || json_object_get_int(v) <= 0 ||
+	    !json_object_object_get_ex(rep, "exports", &ex) ||
+	    json_object_array_length(ex) != j->nvolumes)
+		return err_set(errp, ERR_PROTO, "the agent on %s sent no NBD exports", j->target);
+	jb->nbd_port = (unsigned)json_object_get_int(v);
+	for (unsigned i = 0; i < j->nvolumes; i++) {
+		snprintf(jb->exports[i], sizeof(jb->exports[i]), "%s",
+			 json_object_get_string(json_object_array_get_idx(ex, i)));
+		snprintf(jb->devices[i], sizeof(jb->devices[i]), "drive%u", j->volumes[i].drive);
+		jb->disks[i] = (struct mig_disk){ .device = jb->devices[i], .export = jb->exports[i] };
+	}
 	return true;
 }
 
@@ -376,6 +370,139 @@ static bool before_postcopy(void *opaque, struct err **errp)
 	return move_owner(opaque, errp);
 }
 
+/* ---- local disks (online) ----------------------------------------------------------- */
+
+static void disk_totals(struct job *jb, const struct mig_disk_progress *dp)
+{
+	jb->p.vols_total = jb->p.vol_covered = 0;
+	for (unsigned i = 0; i < jb->j->nvolumes; i++) {
+		jb->p.disk[i] = dp[i];
+		jb->p.vols_total += dp[i].total;
+		jb->p.vol_covered += dp[i].done;
+	}
+}
+
+/* A connection to the target's NBD server for disk i: TCP to its migration
+ * address, or a socketpair whose other end an SSH channel carries to the
+ * server on its loopback. A dead peer fails in-flight requests after
+ * NBD_USER_TIMEOUT_MS (TCP_USER_TIMEOUT), not after TCP's minutes. */
+static int nbd_connection(struct job *jb, unsigned i, int *cut, struct err **errp)
+{
+	unsigned timeout = NBD_USER_TIMEOUT_MS;
+	int sp[2], fd;
+
+	if (!jb->j->secure) {
+		fd = tp_net_connect(jb->target_addr, jb->nbd_port, 10000, errp);
+		if (fd < 0)
+			return -1;
+		setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &timeout, sizeof(timeout));
+		*cut = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (*cut < 0) {
+			err_set_errno(errp, errno, "dup");
+			close(fd);
+			return -1;
+		}
+		return fd;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		err_set_errno(errp, errno, "socketpair");
+		return -1;
+	}
+	*cut = fcntl(sp[1], F_DUPFD_CLOEXEC, 0);
+	if (*cut < 0) {
+		err_set_errno(errp, errno, "dup");
+		close(sp[0]);
+		close(sp[1]);
+		return -1;
+	}
+	if (!tp_ssh_forward(jb->data[i % jb->ndata], sp[1], "127.0.0.1", jb->nbd_port, errp)) {
+		close(sp[0]);
+		close(*cut);
+		return -1;
+	}
+	return sp[0];
+}
+
+/* Mirrors every local disk to the target and waits until all are in sync:
+ * the guest runs on meanwhile, its writes reaching both sides. */
+static bool mirror_disks(struct job *jb, struct err **errp)
+{
+	const struct mig_job *j = jb->j;
+	struct mig_disk_progress dp[MIG_MAX_DISKS] = { 0 };
+	int64_t deadline = j->timeout_ms >= 0 ? util_now_ms() + j->timeout_ms : -1;
+	int64_t moved_ms = util_now_ms(), next_cb = 0, better_ms = util_now_ms();
+	uint64_t last = 0, least = UINT64_MAX;
+	int fds[MIG_MAX_DISKS], cuts[MIG_MAX_DISKS];
+	bool ready = false;
+
+	for (unsigned i = 0; i < j->nvolumes; i++) {
+		fds[i] = nbd_connection(jb, i, &cuts[i], errp);
+		if (fds[i] < 0) {
+			for (unsigned k = 0; k < i; k++) {
+				close(fds[k]);
+				close(cuts[k]);
+			}
+			return false;
+		}
+	}
+	jb->p.ndisks = j->nvolumes;
+	jb->p.mirroring = true;
+	jb->mirror = mig_mirror_start(j->src_qmp, jb->disks, j->nvolumes, fds, cuts,
+				      j->tune.max_bandwidth, !j->mirror_background, errp);
+	if (!jb->mirror)
+		return false;
+	while (!ready) {
+		if (!mig_mirror_poll(jb->mirror, dp, &ready, errp))
+			return false;
+		disk_totals(jb, dp);
+		jb->p.elapsed_ms = util_now_ms() - jb->start_ms;
+		if (jb->j->hooks.progress && (ready || util_now_ms() >= next_cb)) {
+			jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
+			next_cb = util_now_ms() + 200;
+		}
+		if (ready)
+			break;
+		if (raw_cancelled(jb, errp))
+			return false;
+		if (jb->p.vol_covered != last) {
+			last = jb->p.vol_covered;
+			moved_ms = util_now_ms();
+		} else if (util_now_ms() - moved_ms > DISK_STALL_MS) {
+			return err_set(errp, ERR_TIMEOUT, "disk copy stalled: no data moved for %d s "
+				       "(is the migration link down?)", DISK_STALL_MS / 1000);
+		}
+		/* Data moves but what is left does not shrink: the guest dirties
+		 * its disks faster than the copy goes (background mode). */
+		if (jb->p.vols_total - jb->p.vol_covered < least) {
+			least = jb->p.vols_total - jb->p.vol_covered;
+			better_ms = util_now_ms();
+		} else if (util_now_ms() - better_ms > DISK_CONVERGE_MS) {
+			char left[32];
+
+			return err_set(errp, ERR_TIMEOUT, "the disks do not converge: %s still to copy "
+				       "after %d s without progress (the guest writes faster than the "
+				       "link copies%s)", util_fmt_bytes(least, left, sizeof(left)),
+				       DISK_CONVERGE_MS / 1000, j->mirror_background ?
+				       "; --mirror-mode write-blocking keeps the disks in step" : "");
+		}
+		if (deadline >= 0 && util_now_ms() > deadline)
+			return err_set(errp, ERR_TIMEOUT, "the disks were not copied within %d s",
+				       j->timeout_ms / 1000);
+		usleep(50 * 1000);
+	}
+	jb->p.mirroring = false;
+	log_info("guest %" PRIu32 ": %u disk(s) in sync with %s", j->vmid, j->nvolumes, j->target);
+	return true;
+}
+
+/* At pre-switchover, the guest paused: the target gets the last writes. */
+static bool finish_mirrors(void *opaque, struct err **errp)
+{
+	struct job *jb = opaque;
+
+	return mig_mirror_complete(jb->mirror, MIRROR_FINISH_MS, errp);
+}
+
 static bool online(struct job *jb, struct err **errp)
 {
 	const struct mig_job *j = jb->j;
@@ -387,6 +514,7 @@ static bool online(struct job *jb, struct err **errp)
 		.resume_target = false, /* only after the owner moved */
 		.cancelled = raw_cancelled,
 		.before_postcopy = before_postcopy,
+		.pre_switchover = j->nvolumes ? finish_mirrors : NULL,
 	};
 	struct mig_target t;
 	char uri[700];
@@ -395,9 +523,10 @@ static bool online(struct job *jb, struct err **errp)
 	if (!set_phase(jb, MIG_PHASE_START_TARGET, errp) || !start_target(jb, errp))
 		return false;
 	if (j->secure) {
-		if (!start_forwarder(jb, errp))
+		if (!start_forwarder(jb, &jb->fwd_ram, jb->ram_sock, sizeof(jb->ram_sock), "mig",
+				     jb->port, errp))
 			return false;
-		snprintf(uri, sizeof(uri), "unix:%s", jb->sock_path);
+		snprintf(uri, sizeof(uri), "unix:%s", jb->ram_sock);
 	} else {
 		snprintf(uri, sizeof(uri), strchr(jb->target_addr, ':') ? "tcp:[%s]:%u" : "tcp:%s:%u",
 			 jb->target_addr, jb->port);
@@ -406,9 +535,13 @@ static bool online(struct job *jb, struct err **errp)
 	mig_chan_target(jb->ch, &t);
 	if (!set_phase(jb, MIG_PHASE_TRANSFER, errp))
 		return false;
+	/* Disks first, then RAM (the mirrors keep the disks in step). */
+	if (j->nvolumes && !mirror_disks(jb, errp))
+		return false;
 	if (!mig_raw_migrate(j->src_qmp, &t, &o, on_raw, jb, &jb->p.raw, errp))
 		return false; /* after postcopy began, owner_moved is set already */
-	stop_forwarder(jb);
+	mig_mirror_end(TAKE_PTR(jb->mirror));
+	stop_forwarders(jb);
 	if (!set_phase(jb, MIG_PHASE_SWITCHOVER, errp))
 		goto undo;
 	if (!jb->owner_moved && !move_owner(jb, errp))
@@ -482,6 +615,9 @@ static bool send_volume(struct job *jb, unsigned i, struct err **errp)
 
 	json_object_object_add(req, "vmid", json_object_new_int64(jb->j->vmid));
 	json_object_object_add(req, "storage", json_object_new_string(v->storage));
+	if (v->target_storage)
+		json_object_object_add(req, "target_storage",
+				       json_object_new_string(v->target_storage));
 	json_object_object_add(req, "volume", json_object_new_string(v->volume));
 	json_object_object_add(req, "size", json_object_new_uint64(v->size));
 	json_object_object_add(req, "bind", json_object_new_string(jb->j->secure ? "127.0.0.1" :
@@ -547,6 +683,13 @@ static bool offline(struct job *jb, struct err **errp)
 
 /* ---- rollback and cleanup ---------------------------------------------------------- */
 
+static void close_data(struct job *jb)
+{
+	for (unsigned i = 0; i < jb->ndata; i++)
+		tp_ssh_close(jb->data[i]);
+	jb->ndata = 0;
+}
+
 static void rollback(struct job *jb, const struct err *first)
 {
 	struct err *e = NULL;
@@ -557,7 +700,13 @@ static void rollback(struct job *jb, const struct err *first)
 		 jb->j->target, first ? first->msg : "?");
 	if (jb->j->hooks.progress)
 		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
-	stop_forwarder(jb);
+	/* Mirrors go first: the guest keeps writing to its own disks only.
+	 * Their connections are cut, and the data sessions that carry them
+	 * in secure mode closed, before waiting for the jobs to end. */
+	mig_mirror_abort(jb->mirror);
+	stop_forwarders(jb);
+	close_data(jb);
+	mig_mirror_end(TAKE_PTR(jb->mirror));
 	/* The target QEMU goes; received volumes go with the session (the
 	 * agent removes them unless the store gave it the guest). */
 	if (jb->ch && jb->target_started) {
@@ -579,9 +728,7 @@ static void close_sessions(struct job *jb)
 		mig_chan_close(jb->ch);
 		jb->ch = NULL;
 	}
-	for (unsigned i = 0; i < jb->ndata; i++)
-		tp_ssh_close(jb->data[i]);
-	jb->ndata = 0;
+	close_data(jb);
 	tp_ssh_close(jb->ctl_ssh);
 	jb->ctl_ssh = NULL;
 }
@@ -590,7 +737,7 @@ static void close_sessions(struct job *jb)
 
 bool mig_job_run(const struct mig_job *j, struct mig_job_progress *final, struct err **errp)
 {
-	struct job jb = { .j = j, .qemu_lfd = -1 };
+	struct job jb = { .j = j };
 	struct err *e = NULL;
 	bool ok = false;
 
@@ -628,8 +775,9 @@ out:
 		if (j->hooks.persist)
 			j->hooks.persist(MIG_PHASE_FAILED, j->hooks.opaque, NULL);
 	}
+	mig_mirror_end(TAKE_PTR(jb.mirror));
 	close_sessions(&jb);
-	stop_forwarder(&jb);
+	stop_forwarders(&jb);
 	jb.p.elapsed_ms = util_now_ms() - jb.start_ms;
 	if (ok || jb.owner_moved) {
 		/* The guest is the target's: what is left here is cleanup, and

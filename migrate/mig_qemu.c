@@ -208,8 +208,9 @@ static void build_argv(const struct mig_qemu_spec *s, const char *qemu, struct a
 	arg(a, "%s/qemu.pid", s->dir);
 	for (unsigned i = 0; i < s->ndisks; i++) {
 		arg(a, "-drive");
-		arg(a, "if=none,id=drive%u,file=%s,format=%s,cache=%s", i, s->disks[i],
-		    is_qcow2(s->disks[i]) ? "qcow2" : "raw", cache_mode(s->disks[i]));
+		/* node-name: what a target exports over NBD when disks move */
+		arg(a, "if=none,id=drive%u,node-name=disk%u,file=%s,format=%s,cache=%s", i, i,
+		    s->disks[i], is_qcow2(s->disks[i]) ? "qcow2" : "raw", cache_mode(s->disks[i]));
 		arg(a, "-device");
 		arg(a, "virtio-blk-pci,drive=drive%u,id=vd%u%s", i, i,
 		    !s->kernel && i == 0 ? ",bootindex=0" : "");

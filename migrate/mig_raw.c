@@ -99,7 +99,7 @@ static struct json_object *caps(const struct cap *c, int n)
  * an earlier migration keeps that migration's capabilities (multifd left on
  * makes it open extra connections the next target drops: "Broken pipe"). */
 static bool set_caps(struct tp_qmp *q, const struct mig_tune *t, bool source,
-		     struct err **errp)
+		     bool pause_before_switchover, struct err **errp)
 {
 	const struct cap c[] = {
 		{ "events", true },
@@ -107,6 +107,7 @@ static bool set_caps(struct tp_qmp *q, const struct mig_tune *t, bool source,
 		{ "postcopy-ram", t->postcopy },
 		{ "auto-converge", source && t->auto_converge },
 		{ "xbzrle", source && t->xbzrle },
+		{ "pause-before-switchover", source && pause_before_switchover },
 	};
 
 	return tp_qmp_run(q, "migrate-set-capabilities", caps(c, (int)ARRAY_SIZE(c)), 5000,
@@ -136,7 +137,7 @@ bool mig_target_local_listen(struct tp_qmp *q, const struct mig_tune *t, const c
 
 	if (!uri || !*uri)
 		return err_set(errp, ERR_INVAL, "missing incoming migration URI");
-	if (!set_caps(q, t, false, errp) ||
+	if (!set_caps(q, t, false, false, errp) ||
 	    !tp_qmp_run(q, "migrate-set-parameters", shared_params(t), 5000, errp))
 		return false;
 	args = json_object_new_object();
@@ -251,7 +252,7 @@ static bool setup(struct raw *r, struct err **errp)
 		return false;
 	r->src_was_running = json_object_object_get_ex(st, "running", &running) &&
 			     json_object_get_boolean(running);
-	if (!set_caps(r->src, t, true, errp))
+	if (!set_caps(r->src, t, true, r->o->pre_switchover != NULL, errp))
 		return false;
 	params = shared_params(t);
 	/* QEMU takes max-bandwidth in bytes/s; 0 would mean "no transfer", so
@@ -418,6 +419,19 @@ static bool transfer(struct raw *r, struct err **errp)
 					return false;
 			}
 			return true;
+		}
+		/* Paused before the switchover (pause-before-switchover): the
+		 * caller finishes what must be in place first (disk mirrors). */
+		if (!strcmp(st, "pre-switchover")) {
+			struct json_object *cont;
+
+			if (!r->o->pre_switchover(r->opaque, errp))
+				return false;
+			cont = json_object_new_object();
+			json_object_object_add(cont, "state", json_object_new_string("pre-switchover"));
+			if (!tp_qmp_run(r->src, "migrate-continue", cont, 5000, errp))
+				return false;
+			continue;
 		}
 		/* In postcopy the target must run to pull the pages it lacks. */
 		if (r->p.postcopy && !postcopy_resumed && !strcmp(st, "postcopy-active")) {

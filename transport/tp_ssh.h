@@ -98,6 +98,20 @@ char *tp_ssh_pubkey_read(const char *path, struct err **errp);
  * (caller frees). Exposed for tests. */
 char *tp_ssh_quote_argv(const char *const argv[], struct err **errp);
 
+/* ---- forwarder (tp_ssh_fwd.c) ----------------------------------------------
+ * Listens on the unix socket `path` (mode 0600, a stale socket replaced)
+ * and forwards every connection made to it through the given sessions,
+ * round robin, to host:port as seen from the server (tp_ssh_forward). The
+ * sessions stay the caller's and must outlive the forwarder. Stop ends the
+ * listening (channels already forwarded live on with their sessions) and
+ * removes the socket file. */
+#define TP_SSH_FWD_MAX 17
+struct tp_ssh_fwd;
+struct tp_ssh_fwd *tp_ssh_fwd_start(const char *path, struct tp_ssh *const *sessions,
+				    unsigned n, const char *host, unsigned port,
+				    struct err **errp);
+void tp_ssh_fwd_stop(struct tp_ssh_fwd *f); /* NULL ok */
+
 static inline void tp_ssh_closep(struct tp_ssh **s)
 {
 	if (*s)
