@@ -305,6 +305,11 @@ bool mig_mirror_complete(struct mig_mirror *m, int timeout_ms, struct err **errp
  * sessions that carry the connections: a writer in QEMU blocked on a full
  * socket wakes only once the peer end is gone everywhere. */
 void mig_mirror_abort(struct mig_mirror *m);
+/* After mig_mirror_complete(): dismisses the jobs and removes the NBD
+ * nodes now, before QEMU inactivates the source's disks at the switchover
+ * (a left-over NBD node there trips QEMU 7.2's bdrv_inactivate assertion
+ * and kills the source). */
+bool mig_mirror_detach(struct mig_mirror *m, struct err **errp);
 /* mig_mirror_abort(), then waits for the jobs to end, dismisses them,
  * removes the NBD nodes, frees m (NULL ok). The guest's own disks are
  * never touched. */

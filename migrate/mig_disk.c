@@ -198,7 +198,8 @@ struct mig_mirror *mig_mirror_start(struct tp_qmp *q, const struct mig_disk *d, 
 		close(fds[i]);
 		fds[i] = -1;
 		if (!sent) {
-			close_fds(fds + i + 1, n - i - 1);
+			err_prefix(errp ? *errp : NULL, "disk %s: handing the NBD connection to QEMU",
+				   d[i].device);
 			json_object_put(args);
 			goto fail;
 		}
@@ -224,8 +225,13 @@ struct mig_mirror *mig_mirror_start(struct tp_qmp *q, const struct mig_disk *d, 
 		json_object_object_add(args, "auto-dismiss", json_object_new_boolean(false));
 		if (speed)
 			json_object_object_add(args, "speed", json_object_new_uint64(speed));
-		json_object_object_add(args, "granularity", json_object_new_uint64(GRANULARITY));
-		json_object_object_add(args, "buf-size", json_object_new_uint64(BUF_SIZE));
+		if (write_blocking) {
+			/* In background mode every small guest write would dirty
+			 * (and recopy) a whole chunk: QEMU's 64 KiB stays there. */
+			json_object_object_add(args, "granularity",
+					       json_object_new_uint64(GRANULARITY));
+			json_object_object_add(args, "buf-size", json_object_new_uint64(BUF_SIZE));
+		}
 		if (!tp_qmp_run(q, "blockdev-mirror", args, 10000, errp)) {
 			err_prefix(errp ? *errp : NULL, "disk %s: mirror", d[i].device);
 			goto fail;
@@ -236,6 +242,7 @@ struct mig_mirror *mig_mirror_start(struct tp_qmp *q, const struct mig_disk *d, 
 	}
 	return m;
 fail:
+	close_fds(fds, n); /* those of the disks not reached */
 	mig_mirror_end(m);
 	return NULL;
 }
@@ -301,6 +308,12 @@ bool mig_mirror_poll(struct mig_mirror *m, struct mig_disk_progress *p, bool *al
 bool mig_mirror_complete(struct mig_mirror *m, int timeout_ms, struct err **errp)
 {
 	int64_t deadline = util_now_ms() + timeout_ms;
+	struct mig_disk_progress p[MIG_MAX_DISKS];
+	bool ready;
+
+	/* A job that failed since the last look says why, not "cannot cancel". */
+	if (!mig_mirror_poll(m, p, &ready, errp))
+		return false;
 
 	for (unsigned i = 0; i < m->n; i++) {
 		struct json_object *args = json_object_new_object();
@@ -373,13 +386,13 @@ void mig_mirror_abort(struct mig_mirror *m)
 	}
 }
 
-void mig_mirror_end(struct mig_mirror *m)
+/* Dismisses the jobs (waiting for them to conclude) and removes the NBD
+ * nodes; what is gone is marked so, so it can be called again. */
+static bool detach(struct mig_mirror *m, int timeout_ms, struct err **errp)
 {
-	int64_t deadline = util_now_ms() + 30000;
+	int64_t deadline = util_now_ms() + timeout_ms;
+	bool ok = true;
 
-	if (!m)
-		return;
-	mig_mirror_abort(m);
 	for (unsigned i = 0; i < m->n; i++) {
 		char job[32];
 
@@ -393,11 +406,16 @@ void mig_mirror_end(struct mig_mirror *m)
 
 			json_object_object_add(args, "id", json_object_new_string(job));
 			if (tp_qmp_run(m->q, "job-dismiss", args, 5000, &e) ||
-			    util_now_ms() >= deadline || strstr(e->msg, "not found") ||
-			    e->code == ERR_CLOSED) {
-				if (e && util_now_ms() >= deadline)
-					log_warn("disk %s: mirror job did not end: %s", m->device[i],
-						 e->msg);
+			    strstr(e->msg, "not found")) {
+				m->job_started[i] = false;
+				err_free(e);
+				break;
+			}
+			if (util_now_ms() >= deadline || e->code == ERR_CLOSED) {
+				err_prefix(e, "disk %s: the mirror job did not end", m->device[i]);
+				if (ok)
+					err_propagate(errp, &e);
+				ok = false;
 				err_free(e);
 				break;
 			}
@@ -410,13 +428,38 @@ void mig_mirror_end(struct mig_mirror *m)
 		char node[32];
 		struct err *e = NULL;
 
-		if (!m->node_added[i])
+		if (!m->node_added[i] || m->job_started[i])
 			continue;
 		node_name(i, node, sizeof(node));
 		args = json_object_new_object();
 		json_object_object_add(args, "node-name", json_object_new_string(node));
-		if (!tp_qmp_run(m->q, "blockdev-del", args, 5000, &e) && e->code != ERR_CLOSED)
-			log_warn("disk %s: removing the NBD node: %s", m->device[i], e->msg);
+		if (tp_qmp_run(m->q, "blockdev-del", args, 5000, &e) || e->code == ERR_CLOSED) {
+			m->node_added[i] = false;
+		} else {
+			err_prefix(e, "disk %s: removing the NBD node", m->device[i]);
+			if (ok)
+				err_propagate(errp, &e);
+			ok = false;
+		}
+		err_free(e);
+	}
+	return ok;
+}
+
+bool mig_mirror_detach(struct mig_mirror *m, struct err **errp)
+{
+	return detach(m, 10000, errp);
+}
+
+void mig_mirror_end(struct mig_mirror *m)
+{
+	struct err *e = NULL;
+
+	if (!m)
+		return;
+	mig_mirror_abort(m);
+	if (!detach(m, 30000, &e)) {
+		log_warn("%s", e->msg);
 		err_free(e);
 	}
 	close_fds(m->cut, m->n);

@@ -500,7 +500,8 @@ static bool finish_mirrors(void *opaque, struct err **errp)
 {
 	struct job *jb = opaque;
 
-	return mig_mirror_complete(jb->mirror, MIRROR_FINISH_MS, errp);
+	return mig_mirror_complete(jb->mirror, MIRROR_FINISH_MS, errp) &&
+	       mig_mirror_detach(jb->mirror, errp);
 }
 
 static bool online(struct job *jb, struct err **errp)

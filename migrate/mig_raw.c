@@ -59,6 +59,7 @@ struct raw {
 	struct mig_raw_progress p;
 	int64_t start_ms;
 	bool src_was_running;
+	bool continued;          /* migrate-continue sent: past pre-switchover */
 	uint64_t ramp_pass;      /* pass at which the ramp last looked */
 	uint64_t ramp_remaining; /* remaining bytes then */
 	char status[32];
@@ -422,7 +423,7 @@ static bool transfer(struct raw *r, struct err **errp)
 		}
 		/* Paused before the switchover (pause-before-switchover): the
 		 * caller finishes what must be in place first (disk mirrors). */
-		if (!strcmp(st, "pre-switchover")) {
+		if (!strcmp(st, "pre-switchover") && !r->continued) {
 			struct json_object *cont;
 
 			if (!r->o->pre_switchover(r->opaque, errp))
@@ -431,6 +432,10 @@ static bool transfer(struct raw *r, struct err **errp)
 			json_object_object_add(cont, "state", json_object_new_string("pre-switchover"));
 			if (!tp_qmp_run(r->src, "migrate-continue", cont, 5000, errp))
 				return false;
+			/* QEMU may still say pre-switchover for a moment: the
+			 * callback runs once (a second call found the mirrors
+			 * ended and cancelled a migration already completing). */
+			r->continued = true;
 			continue;
 		}
 		/* In postcopy the target must run to pull the pages it lacks. */
@@ -476,8 +481,12 @@ static bool source_running(struct tp_qmp *q, struct err **errp, bool *running)
 	return true;
 }
 
-/* Cancels an unfinished migration and waits until QEMU says so. */
-static void cancel(struct tp_qmp *src)
+/* Cancels an unfinished migration and waits until QEMU says so. A source
+ * cancelled past pre-switchover (device state being sent) has already
+ * inactivated its disks, and QEMU 7.2 restarts the guest without taking
+ * them back (its own failure path does, its cancel path does not): stop
+ * it, and the resume that follows (`cont`) reactivates them. */
+static void cancel(struct tp_qmp *src, bool disks_inactive)
 {
 	struct err *e = NULL;
 
@@ -501,6 +510,11 @@ static void cancel(struct tp_qmp *src)
 		usleep(10000);
 	}
 	err_free(e);
+	if (disks_inactive) {
+		log_warn("rollback: the migration was cancelled while completing: pausing the "
+			 "source so that resuming it takes its disks back");
+		tp_qmp_run(src, "stop", NULL, 5000, NULL);
+	}
 }
 
 static bool resume_source(struct tp_qmp *src, bool was_running, struct err **errp)
@@ -541,7 +555,7 @@ static void rollback(struct raw *r)
 			return;
 		}
 	} else {
-		cancel(r->src);
+		cancel(r->src, r->continued || !strcmp(r->status, "device"));
 	}
 	if (!resume_source(r->src, r->src_was_running || r->p.paused_by_timeout, &e))
 		log_error("rollback: could not resume the source: %s", e->msg);

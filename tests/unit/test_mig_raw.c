@@ -24,18 +24,28 @@ struct qemu_model {
 	const char *dst_event;     /* dst: MIGRATION status to announce */
 	bool dst_paused;           /* dst: runs only after cont */
 	int polls_active;          /* src: query-migrate replies "active" this often */
+	int pre_polls;             /* src: then "pre-switchover" this often ... */
+	int pre_polls_after;       /* ... and this often after migrate-continue */
+	const char *after_continue; /* src: status once those are used up (default final_status) */
+	bool continued;
 	/* observations */
 	char log[1024];            /* commands seen, space separated */
 	char caps[1024];           /* arguments of the last migrate-set-capabilities */
 	char params[1024];         /* ... and of the first migrate-set-parameters */
 	bool running;
 	int cont_seq, quit_seq;   /* when cont / quit arrived, 0 = never */
+	int stop_seq;
 };
 
 static void record(struct qemu_model *m, const char *cmd)
 {
-	strncat(m->log, cmd, sizeof(m->log) - strlen(m->log) - 2);
-	strncat(m->log, " ", sizeof(m->log) - strlen(m->log) - 1);
+	size_t used = strlen(m->log);
+
+	/* Full: keep what is there (no wrap-around of the size below). */
+	if (used + strlen(cmd) + 2 > sizeof(m->log))
+		return;
+	strcat(m->log, cmd);
+	strcat(m->log, " ");
 }
 
 static void reply(struct fakeqmp *f, long long id, const char *ret)
@@ -80,6 +90,16 @@ static void serve(struct fakeqmp *f)
 		} else if (!strcmp(c, "query-migrate")) {
 			const char *st = polls++ < m->polls_active ? "active" : m->final_status;
 
+			if (polls > m->polls_active && !m->continued && m->pre_polls) {
+				st = "pre-switchover"; /* waits for migrate-continue */
+				m->running = false;
+			} else if (m->continued && m->pre_polls_after > 0) {
+				m->pre_polls_after--;
+				st = "pre-switchover";
+			} else if (m->continued && m->after_continue) {
+				st = m->after_continue;
+			}
+
 			if (!strcmp(st, "failed"))
 				m->running = false; /* broke during completion: source paused */
 			if (!strcmp(st, "failed"))
@@ -97,7 +117,16 @@ static void serve(struct fakeqmp *f)
 			m->running = true;
 			m->cont_seq = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
 			reply(f, id, "{}");
+		} else if (!strcmp(c, "migrate-continue")) {
+			m->continued = true;
+			reply(f, id, "{}");
+		} else if (!strcmp(c, "stop")) {
+			m->running = false;
+			m->stop_seq = __atomic_add_fetch(&seq, 1, __ATOMIC_SEQ_CST);
+			reply(f, id, "{}");
 		} else if (!strcmp(c, "migrate_cancel")) {
+			m->after_continue = NULL;
+			m->pre_polls_after = 0;
 			m->final_status = "cancelled";
 			m->polls_active = 0;
 			reply(f, id, "{}");
@@ -265,6 +294,81 @@ static void test_caps_set_explicitly(void **state)
 	assert_non_null(strstr(p.ms.params, "\"max-bandwidth\":9223372036854775807"));
 }
 
+static int pre_calls;
+
+static bool count_pre(void *opaque, struct err **errp)
+{
+	(void)opaque;
+	(void)errp;
+	pre_calls++;
+	return true;
+}
+
+/* With pause-before-switchover the callback runs once, even when QEMU
+ * still reports pre-switchover after migrate-continue (calling it again
+ * found the disk mirrors ended and cancelled a completing migration). */
+static void test_pre_switchover_once(void **state)
+{
+	struct pair p = { 0 };
+	struct mig_raw_opts o = OPTS;
+	struct err *e = NULL;
+
+	(void)state;
+	p.ms.final_status = "completed";
+	p.ms.polls_active = 1;
+	p.ms.pre_polls = 1;
+	p.ms.pre_polls_after = 3;
+	p.md.dst_event = "completed";
+	pair_start(&p);
+	o.pre_switchover = count_pre;
+	pre_calls = 0;
+	assert_true(mig_raw_run(p.src, p.dst, &o, NULL, NULL, NULL, &e));
+	pair_finish(&p);
+	assert_int_equal(pre_calls, 1);
+	assert_non_null(strstr(p.ms.caps, "{\"capability\":\"pause-before-switchover\",\"state\":true}"));
+	assert_non_null(strstr(p.md.caps, "{\"capability\":\"pause-before-switchover\",\"state\":false}"));
+	assert_non_null(strstr(p.ms.log, "migrate-continue"));
+	assert_null(strstr(strstr(p.ms.log, "migrate-continue") + 1, "migrate-continue"));
+	assert_null(strstr(p.ms.log, "migrate_cancel"));
+}
+
+static bool cancel_after(void *opaque, struct err **errp)
+{
+	(void)opaque;
+	if (!pre_calls)
+		return false;
+	err_set(errp, ERR_STATE, "cancelled by test");
+	return true;
+}
+
+/* Cancelled after migrate-continue (device state on its way, the source's
+ * disks inactivated): the source is stopped, then resumed with cont, which
+ * takes its disks back - QEMU 7.2's cancel path would restart it without. */
+static void test_cancel_after_continue_reactivates(void **state)
+{
+	struct pair p = { 0 };
+	struct mig_raw_opts o = OPTS;
+	struct err *e = NULL;
+
+	(void)state;
+	p.ms.final_status = "active";
+	p.ms.polls_active = 1;
+	p.ms.pre_polls = 1;
+	p.ms.after_continue = "device";
+	pair_start(&p);
+	o.pre_switchover = count_pre;
+	o.cancelled = cancel_after;
+	pre_calls = 0;
+	assert_false(mig_raw_run(p.src, p.dst, &o, NULL, NULL, NULL, &e));
+	assert_non_null(strstr(e->msg, "cancelled by test"));
+	err_free(e);
+	pair_finish(&p);
+	assert_int_equal(pre_calls, 1);
+	assert_non_null(strstr(p.ms.log, "migrate_cancel"));
+	assert_true(p.ms.stop_seq > 0 && p.ms.cont_seq > p.ms.stop_seq);
+	assert_true(p.ms.running);
+}
+
 static void test_missing_uri(void **state)
 {
 	struct mig_raw_opts o = OPTS;
@@ -285,6 +389,8 @@ int main(void)
 		cmocka_unit_test(test_timeout_cancels_and_resumes),
 		cmocka_unit_test(test_target_fails_after_source_completed),
 		cmocka_unit_test(test_caps_set_explicitly),
+		cmocka_unit_test(test_pre_switchover_once),
+		cmocka_unit_test(test_cancel_after_continue_reactivates),
 		cmocka_unit_test(test_missing_uri),
 	};
 	return cmocka_run_group_tests_name("mig_raw", tests, NULL, NULL);
