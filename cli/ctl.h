@@ -54,6 +54,10 @@ bool cli_ctl_vmid(const char *s, uint32_t *out, struct err **errp);
 /* --output text|json; *json = true for json. */
 bool cli_ctl_output(const struct cli_args *a, bool *json, struct err **errp);
 
+/* Whether node's record in the store has the maintenance flag (set by
+ * `vmmigrate drain`: no guest starts or lands there). */
+bool cli_ctl_in_maintenance(struct cli_ctl *x, const char *node, bool *yes, struct err **errp);
+
 /* Guards shared by the commands that change a guest. */
 bool cli_ctl_check_owner(const struct cli_ctl *x, const struct clu_guest_rec *r,
 			 struct err **errp);

@@ -255,3 +255,27 @@ bool cli_ctl_conf_reset(struct clu_guest_conf *g, const char *key, struct err **
 	memcpy((char *)g + f->off, (char *)d + f->off, f->size);
 	return true;
 }
+
+bool cli_ctl_in_maintenance(struct cli_ctl *x, const char *node, bool *yes, struct err **errp)
+{
+	char key[CLU_KEY_MAX];
+	_cleanup_free_ char *v = NULL;
+	_cleanup_json_ struct json_object *o = NULL;
+	struct json_object *m;
+	struct err *e = NULL;
+
+	snprintf(key, sizeof(key), "nodes/%s", node);
+	v = clu_client_get(x->c, key, NULL, &e);
+	if (!v && e->code == ERR_NOTFOUND) {
+		err_free(e);
+		*yes = false;
+		return true;
+	}
+	if (!v) {
+		err_propagate(errp, &e);
+		return false;
+	}
+	o = json_tokener_parse(v);
+	*yes = o && json_object_object_get_ex(o, "maintenance", &m) && json_object_get_boolean(m);
+	return true;
+}

@@ -57,6 +57,7 @@ static int exec_start(const struct cli_args *a)
 	struct mig_qemu_spec spec;
 	struct err *e = NULL;
 	struct mig_qemu *q;
+	bool maint;
 	pid_t pid;
 
 	if (!r)
@@ -66,6 +67,13 @@ static int exec_start(const struct cli_args *a)
 	if (cli_ctl_running(r->vmid, &pid)) {
 		err_set(&e, ERR_STATE, "guest %" PRIu32 " is already running (pid %d)", r->vmid,
 			(int)pid);
+		return finish(a, &x, e);
+	}
+	if (!cli_ctl_in_maintenance(&x, x.node, &maint, &e))
+		return finish(a, &x, e);
+	if (maint) {
+		err_set(&e, ERR_STATE, "node %s is in maintenance: no guest starts here "
+			"('vmmigrate undrain %s' ends it)", x.node, x.node);
 		return finish(a, &x, e);
 	}
 	if (!cli_ctl_guest_spec(&x, r, &f, &spec, &e)) {

@@ -83,9 +83,41 @@ const char *cli_mig_ssh_key(void);
 unsigned cli_mig_ssh_port(void);
 const char *cli_mig_remote_cmd(char *buf, size_t len);
 
+/* ---- several workers at once (migrate_pool.c) ----
+ * One `vmmigrate VMID TARGET <args> --output json` per task, run on the
+ * task's node (a child here, over SSH elsewhere), at most `max` at once;
+ * their events shown as the pool's output says. Returns when all ended. */
+struct cli_mig_task {
+	uint32_t vmid;
+	char node[CLU_NODE_NAME_MAX + 1];   /* where the worker runs: the owner */
+	char target[CLU_NODE_NAME_MAX + 1];
+	const char *args[16];               /* e.g. "--online" (not owned) */
+	unsigned nargs;
+	/* out */
+	bool ok;                            /* the guest is on target now */
+	int rc;                             /* the worker's exit status */
+	char error[512];                    /* why not, one line */
+};
+
+struct cli_mig_pool {
+	const char *title;                  /* "drain uno" */
+	bool json;                          /* events as JSON lines */
+	/* state, for the caller's summary */
+	bool tty;
+	unsigned n, ok, failed, running, drawn;
+};
+
+void cli_mig_pool_run(struct cli_ctl *x, struct cli_mig_pool *pl, struct cli_mig_task *t,
+		      unsigned n, unsigned max);
+
 /* `vmmigrate _agent`: the target's half (migrate_agent.c). */
 int cli_migrate_agent(void);
 
 extern const struct cli_cmd cli_migrate_run, cli_migrate_cancel, cli_migrate_status;
+extern const struct cli_cmd cli_migrate_drain, cli_migrate_undrain;
+
+/* The command line as given (vmmigrate.c), for a drain forwarded to its node. */
+extern int cli_migrate_argc;
+extern char **cli_migrate_argv;
 
 #endif

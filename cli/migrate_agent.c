@@ -9,6 +9,8 @@
  *                               -> the checks only this node can make:
  *                                  its address in the migration network,
  *                                  free memory, CPU model, storages
+ *   node-facts                  -> memory free for guests, usable storages
+ *                                  (a drain's placement)
  *   cleanup {vmid}              -> removes what a dead earlier agent left
  *   start {vmid,mem_bytes,accel,bind,peer}
  *                               -> the guest's QEMU, paused, -incoming
@@ -176,30 +178,6 @@ static char *new_volume_path(struct agent *ag, const char *sid, const char *vol,
 
 /* ---- facts ------------------------------------------------------------------------ */
 
-static bool node_in_maintenance(struct agent *ag, bool *yes, struct err **errp)
-{
-	char key[CLU_KEY_MAX];
-	_cleanup_free_ char *v = NULL;
-	_cleanup_json_ struct json_object *o = NULL;
-	struct json_object *m;
-	struct err *e = NULL;
-
-	snprintf(key, sizeof(key), "nodes/%s", ag->x.node);
-	v = clu_client_get(ag->x.c, key, NULL, &e);
-	if (!v && e->code == ERR_NOTFOUND) {
-		err_free(e);
-		*yes = false;
-		return true;
-	}
-	if (!v) {
-		err_propagate(errp, &e);
-		return false;
-	}
-	o = json_tokener_parse(v);
-	*yes = o && json_object_object_get_ex(o, "maintenance", &m) && json_object_get_boolean(m);
-	return true;
-}
-
 static struct json_object *do_facts(struct agent *ag, struct json_object *req, struct err **errp)
 {
 	_cleanup_json_ struct json_object *rep = mig_chan_ok();
@@ -213,7 +191,7 @@ static struct json_object *do_facts(struct agent *ag, struct json_object *req, s
 
 	if (!req_vmid(ag, req, errp))
 		return NULL;
-	if (!node_in_maintenance(ag, &maint, errp))
+	if (!cli_ctl_in_maintenance(&ag->x, ag->x.node, &maint, errp))
 		return NULL;
 	if (maint) {
 		err_set(errp, ERR_STATE, "node %s is in maintenance", ag->x.node);
@@ -270,6 +248,35 @@ static struct json_object *do_facts(struct agent *ag, struct json_object *req, s
 		if (!ok)
 			return NULL;
 	}
+	return TAKE_PTR(rep);
+}
+
+/* What a drain's placement needs to know of this node: memory free for
+ * guests (cli_ctl_node_mem) and the storages usable here. */
+static struct json_object *do_node_facts(struct agent *ag, struct err **errp)
+{
+	_cleanup_json_ struct json_object *rep = mig_chan_ok();
+	struct json_object *ids = json_object_new_array();
+	struct cli_ctl_storages st;
+	struct cli_node_mem m;
+
+	json_object_object_add(rep, "storages", ids);
+	if (!cli_ctl_node_mem(&ag->x, 0, &m, errp) || !cli_ctl_storages_read(&ag->x, &st, errp))
+		return NULL;
+	for (size_t i = 0; i < st.sc.n; i++) {
+		struct err *e = NULL;
+
+		if (cli_ctl_storage_usable(&ag->x, &st, st.sc.items[i].id, &e))
+			json_object_array_add(ids, json_object_new_string(st.sc.items[i].id));
+		err_free(e);
+	}
+	cli_ctl_storages_free(&st);
+	json_object_object_add(rep, "node", json_object_new_string(ag->x.node));
+	json_object_object_add(rep, "mem_total", json_object_new_uint64(m.total));
+	json_object_object_add(rep, "mem_available", json_object_new_uint64(m.available));
+	json_object_object_add(rep, "mem_committed", json_object_new_uint64(m.committed));
+	json_object_object_add(rep, "mem_free", json_object_new_uint64(m.free));
+	json_object_object_add(rep, "running", json_object_new_int((int)m.running));
 	return TAKE_PTR(rep);
 }
 
@@ -694,6 +701,8 @@ static struct json_object *dispatch(struct agent *ag, const char *cmd, struct js
 	}
 	if (!strcmp(cmd, "facts"))
 		return do_facts(ag, req, errp);
+	if (!strcmp(cmd, "node-facts"))
+		return do_node_facts(ag, errp);
 	if (!strcmp(cmd, "cleanup"))
 		return do_cleanup(ag, req, errp);
 	if (!strcmp(cmd, "start"))

@@ -16,13 +16,19 @@
 #define SUMMARY "move guests between the cluster's nodes"
 
 static const struct cli_cmd *const cmds[] = {
-	&cli_migrate_run, &cli_migrate_status, &cli_migrate_cancel, NULL,
+	&cli_migrate_run, &cli_migrate_status, &cli_migrate_cancel, &cli_migrate_drain,
+	&cli_migrate_undrain, NULL,
 };
+
+int cli_migrate_argc;
+char **cli_migrate_argv;
 
 int main(int argc, char **argv)
 {
 	/* A peer that goes away mid-request is an error to report, not a signal. */
 	signal(SIGPIPE, SIG_IGN);
+	cli_migrate_argc = argc;
+	cli_migrate_argv = argv;
 	if (argc == 2 && !strcmp(argv[1], "_agent"))
 		return cli_migrate_agent();
 	/* `vmmigrate 106 tre` is `vmmigrate migrate 106 tre`. */

@@ -315,6 +315,51 @@ bool mig_mirror_detach(struct mig_mirror *m, struct err **errp);
  * never touched. */
 void mig_mirror_end(struct mig_mirror *m);
 
+/* ---- placement (mig_place.c) ----------------------------------------------
+ * Where the guests of a node being drained go: each to an allowed node
+ * (usable: online, not in maintenance, among those the operator named;
+ * with every storage the guest needs) with room for its memory, largest
+ * guest first, to the node with the most memory left after what was
+ * placed there; a guest's replication target first if it has room. Pure:
+ * no I/O, same input, same plan. */
+
+#define MIG_PLACE_MAX_GUESTS 1024
+#define MIG_PLACE_MAX_NODES 64
+#define MIG_PLACE_OVERHEAD (64ULL << 20) /* QEMU's own memory beside a guest's */
+
+enum mig_place_why {
+	MIG_PLACE_OK,
+	MIG_PLACE_NO_ROOM,      /* no allowed node has the memory */
+	MIG_PLACE_NO_NODE,      /* no node is usable at all */
+	MIG_PLACE_LOCAL_DISKS,  /* set by the caller: local disks, not allowed to move */
+	MIG_PLACE_STORAGE,      /* no usable node has its storages */
+	MIG_PLACE_WHY_MAX
+};
+extern const char *const mig_place_why_names[MIG_PLACE_WHY_MAX];
+
+struct mig_place_node {
+	const char *name;
+	bool usable;
+	uint64_t free;              /* bytes a new guest may take (cli_node_mem.free) */
+	unsigned guests;            /* running there already */
+	const char *const *storages; /* storage IDs available there */
+	unsigned nstorages;
+};
+
+struct mig_place_guest {
+	uint32_t vmid;
+	uint64_t mem;               /* bytes */
+	const char *const *storages; /* storage IDs it needs on the target */
+	unsigned nstorages;
+	const char *prefer;         /* replication target, or NULL */
+	/* out: node index, or -1 with why (the caller may preset why) */
+	int to;
+	enum mig_place_why why;
+};
+
+void mig_place(struct mig_place_guest *g, unsigned ng, const struct mig_place_node *nodes,
+	       unsigned nn);
+
 /* ---- control channel to the agent (mig_agent.c) ---------------------------
  * JSON lines over a stream: requests {"cmd":..}, replies {"ok":true,..} or
  * {"ok":false,"error":"..","code":"INVAL"}. The worker calls; the agent

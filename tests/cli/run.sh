@@ -181,6 +181,14 @@ expect 2 "target node 'uno' is this node" "$M" 106 uno
 expect 2 "unknown target node 'quattro'" "$M" 106 quattro
 expect 2 "no migration of guest 106 is running" "$M" cancel 106
 expect 2 "invalid VMID 'x'" "$M" status x
+expect 2 "invalid node name 'a;b'" "$M" drain 'a;b'
+expect 2 "unknown node 'quattro'" "$M" drain quattro
+expect 2 "invalid --to 'uno,nix': no node 'nix' in the cluster" "$M" drain uno --to uno,nix
+expect 2 "invalid max-workers '0'" "$M" drain uno --max-workers 0
+expect 2 "invalid output format 'yaml'" "$M" drain uno --output yaml
+expect 2 "unknown option '--froce-leave'" "$M" drain uno --froce-leave
+expect 2 "invalid node name '../x'" "$M" undrain ../x
+expect 2 "unknown node 'quattro'" "$M" undrain quattro
 [ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmmigrate input changed the store"; fail=$((fail + 1)); }
 kill "$vmmd_pid"; wait "$vmmd_pid" 2>/dev/null
 
