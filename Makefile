@@ -13,7 +13,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 B       := build
 CC      ?= gcc
-PKGS    := json-c sqlite3 libcpg libquorum libvotequorum libcmap libssh2 libzstd libvirt
+PKGS    := json-c sqlite3 libcpg libquorum libvotequorum libcmap libssh2 libzstd libvirt libcrypto libnbd liburing
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 PROBE_DIR  := $(PREFIX)/lib/vmmigrate/probe
@@ -152,10 +152,28 @@ $(B)/vmcluster: $(call obj,$(VMCLUSTER_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmmigrate: migration worker, status/cancel and the target's agent -------
-# It starts target QEMUs as vmctl does, so it links the ctl_*.c helpers.
+# It starts target QEMUs as vmctl does, so it links the ctl_*.c helpers,
+# and syncs replicas when it migrates to a replication target (repl_*.c).
 VMMIGRATE_SRC := cli/vmmigrate.c $(sort $(wildcard cli/migrate_*.c)) \
-	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
+	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c \
+	$(sort $(wildcard cli/repl_*.c))
 BINS += $(B)/vmmigrate
 all: $(B)/vmmigrate
 $(B)/vmmigrate: $(call obj,$(VMMIGRATE_SRC) $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- vmrepl: replication jobs, runs and the target's agent ------------------
+# It shares vmmigrate's peers/SSH settings (migrate_common.c) and vmctl's
+# helpers.
+VMREPL_SRC := cli/vmrepl.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c \
+	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
+BINS += $(B)/vmrepl
+all: $(B)/vmrepl
+$(B)/vmrepl: $(call obj,$(VMREPL_SRC) $(CLI_COMMON)) $(B)/libvmm.a
+	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- vmmd: the daemon, with the replication scheduler (cli/repl_sched.c) ----
+VMMD_SRC := cli/vmmd.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c \
+	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
+$(B)/vmmd: $(call obj,$(VMMD_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -23,11 +23,14 @@
 #include "../transport/tp_ssh.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -179,6 +182,7 @@ struct plan {
 	unsigned ng;
 	struct clu_repl_conf repl;
 	struct cli_ctl_storages st;
+	int lock_fd; /* DATA_DIR/drain-<NODE>.lock, held while the drain runs */
 };
 
 static bool read_nodes(struct plan *p, struct err **errp)
@@ -344,6 +348,33 @@ static void plan_free(struct plan *p)
 	cli_ctl_storages_free(&p->st);
 	if (p->x.c)
 		cli_ctl_close(&p->x);
+	if (p->lock_fd >= 0)
+		close(p->lock_fd);
+}
+
+/* One drain of a node at a time. Drains run on the node itself, so a local
+ * flock is race-free, and the kernel drops it when the drain dies. */
+static bool lock_drain(struct plan *p, struct err **errp)
+{
+	char path[PATH_MAX], key[CLU_KEY_MAX];
+	_cleanup_free_ char *rec = NULL;
+	_cleanup_json_ struct json_object *o = NULL;
+	struct json_object *pid = NULL;
+
+	snprintf(path, sizeof(path), "%s/drain-%s.lock", cli_ctl_data_dir(), p->node);
+	p->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (p->lock_fd < 0)
+		return err_set(errp, ERR_IO, "%s: %s", path, strerror(errno));
+	if (!flock(p->lock_fd, LOCK_EX | LOCK_NB))
+		return true;
+	if (errno != EWOULDBLOCK)
+		return err_set(errp, ERR_IO, "%s: lock: %s", path, strerror(errno));
+	rec = clu_client_get(p->x.c, drain_key(p->node, key, sizeof(key)), NULL, NULL);
+	o = rec ? json_tokener_parse(rec) : NULL;
+	if (o && json_object_object_get_ex(o, "pid", &pid))
+		return err_set(errp, ERR_STATE, "a drain of %s is already running (pid %d)",
+			       p->node, json_object_get_int(pid));
+	return err_set(errp, ERR_STATE, "a drain of %s is already running", p->node);
 }
 
 /* ---- running the drain on its node, or forwarding it there ----------------------- */
@@ -500,6 +531,7 @@ static int exec_drain(const struct cli_args *a)
 	if (!p)
 		return cli_report(a, NULL);
 	p->x.lock_fd = -1;
+	p->lock_fd = -1;
 	p->a = a;
 	p->node = a->pos[0];
 	if (!clu_node_name_valid(p->node))
@@ -526,7 +558,7 @@ static int exec_drain(const struct cli_args *a)
 		plan_free(p);
 		return rc;
 	}
-	if (!wait_inflight(p, &e))
+	if (!lock_drain(p, &e) || !wait_inflight(p, &e))
 		goto fail;
 	{
 		_cleanup_free_ char *rtxt = clu_client_get(p->x.c, "replication.cfg", NULL, NULL);

@@ -11,6 +11,8 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../migrate/mig_host.h"
+#include "../replicate/repl.h"
+#include "repl.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -18,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -39,6 +42,7 @@
 #define CHECK_EVERY_MS 250
 #define RENEW_EVERY_MS 20000
 #define QUORUM_WAIT_MS 60000 /* to remove our record and lock after quorum loss */
+#define REPL_WAIT_MS (30 * 60000) /* for a replication run of the guest to end */
 
 static const struct cli_opt opts[] = {
 	{ "online", CLI_FLAG, NULL, "live-migrate a running guest" },
@@ -90,6 +94,10 @@ struct run {
 	uint64_t last_wire;
 	int64_t last_wire_ms;
 	uint64_t wire_rate;
+	/* a replication job to the target: its replicas are the disks there */
+	char repl_job[24];
+	bool replicated[CLU_GUEST_DISKS]; /* by conf.disks index */
+	struct cli_repl_mig *rm;
 };
 
 /* ---- options ---------------------------------------------------------------------- */
@@ -325,6 +333,15 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 				     r->g->vmid, d->storage, d->volume);
 			break;
 		}
+		/* A replica there is the disk: only the delta since its last sync goes. */
+		if (r->replicated[i] && ts != s) {
+			ok = err_set(errp, ERR_STATE, "disk %s:%s is replicated to %s by job %s: it "
+				     "cannot move to storage '%s' (--targetstorage)", d->storage,
+				     d->volume, r->target.name, r->repl_job, ts->id);
+			break;
+		}
+		if (r->replicated[i])
+			continue;
 		{
 			struct mig_job_volume *v = &r->vols[r->nvols];
 			char *path = cli_ctl_disk_path(&st, d, errp);
@@ -513,6 +530,8 @@ static void summary(struct run *r, const struct mig_job *j, const struct mig_job
 		if (r->nvols)
 			printf(", %u local disk(s) of %s mirrored", r->nvols,
 			       util_fmt_bytes(p->vols_total, d, sizeof(d)));
+		if (r->rm)
+			printf(", replicas synced by job %s", r->repl_job);
 		printf("\n");
 	} else {
 		printf("moved guest %" PRIu32 " to %s in %.2f s (offline, %s): %u disk(s), %s "
@@ -522,6 +541,61 @@ static void summary(struct run *r, const struct mig_job *j, const struct mig_job
 		       util_fmt_bytes(p->wire_done, w, sizeof(w)));
 	}
 	fflush(stdout);
+}
+
+/* ---- replication runs of the guest ------------------------------------------------ */
+
+/* A sync of one of the guest's replication jobs running on this node (its
+ * state says syncing, its worker lives), or NULL in *job. */
+static bool replication_running(struct run *r, uint32_t vmid, char *job, size_t len,
+				pid_t *pid, struct err **errp)
+{
+	_cleanup_free_ char *text = clu_client_get(r->x.c, "replication.cfg", NULL, NULL);
+	struct clu_repl_conf rc = { .n = 0 };
+
+	*job = '\0';
+	if (!text)
+		return true;
+	if (!clu_repl_parse(text, "replication.cfg", &rc, errp))
+		return false;
+	for (size_t i = 0; i < rc.n && !*job; i++) {
+		struct repl_job_state st;
+
+		if (rc.items[i].vmid != vmid ||
+		    !repl_state_read(r->x.c, rc.items[i].id, &st, NULL, NULL))
+			continue;
+		if (st.state == REPL_STATE_SYNCING && !strcmp(st.node, r->x.node) && st.pid > 0 &&
+		    kill(st.pid, 0) == 0) {
+			snprintf(job, len, "%s", rc.items[i].id);
+			*pid = st.pid;
+		}
+	}
+	clu_repl_conf_free(&rc);
+	return true;
+}
+
+static bool wait_replication(struct run *r, uint32_t vmid, struct err **errp)
+{
+	int64_t deadline = util_now_ms() + REPL_WAIT_MS;
+	char job[32];
+	pid_t pid = 0;
+	bool told = false;
+
+	for (;;) {
+		if (!replication_running(r, vmid, job, sizeof(job), &pid, errp))
+			return false;
+		if (!*job)
+			return true;
+		if (util_now_ms() >= deadline)
+			return err_set(errp, ERR_STATE, "guest %" PRIu32 " is being replicated (job %s, "
+				       "pid %d) for more than %d min", vmid, job, (int)pid,
+				       REPL_WAIT_MS / 60000);
+		if (!told)
+			log_info("guest %" PRIu32 ": waiting for replication job %s (pid %d) to finish",
+				 vmid, job, (int)pid);
+		told = true;
+		usleep(500 * 1000);
+	}
 }
 
 /* ---- the end ---------------------------------------------------------------------- */
@@ -576,9 +650,20 @@ static void run_free(struct run *r)
 	}
 	for (unsigned i = 0; i < r->nstorages; i++)
 		free((char *)r->storages[i]);
+	cli_repl_mig_close(r->rm);
 	free(r->g);
 	if (r->x.c)
 		cli_ctl_close(&r->x);
+}
+
+/* At the switchover (guest paused): the writes since the first sync. */
+static bool hook_repl_final(void *opaque, struct err **errp)
+{
+	struct run *r = opaque;
+
+	log_info("guest %" PRIu32 ": last replication sync (job %s), guest paused", r->g->vmid,
+		 r->repl_job);
+	return cli_repl_mig_sync(r->rm, errp);
 }
 
 static int fail(struct run *r, struct err *e)
@@ -648,6 +733,12 @@ static int exec_migrate(const struct cli_args *a)
 					 "--online for a live migration", vmid), e));
 	if (!running && cli_has(a, "online"))
 		log_info("guest %" PRIu32 " is not running: migrating it offline", vmid);
+	if (cli_repl_mig_find(&r.x, r.g, r.target.name, r.repl_job, sizeof(r.repl_job),
+			      r.replicated, &e))
+		log_info("guest %" PRIu32 ": replication job %s keeps replicas on %s: only the "
+			 "delta since its last sync moves", vmid, r.repl_job, r.target.name);
+	else if (e)
+		return fail(&r, e);
 	if (!check_disks(&r, running, &e))
 		return fail(&r, e);
 	if (j.cidr && !mig_host_addr_in(j.cidr, r.source_addr, sizeof(r.source_addr), &e)) {
@@ -666,8 +757,9 @@ static int exec_migrate(const struct cli_args *a)
 		return fail(&r, (err_set(&e, ERR_STATE, "node %s has no SSH host key in the "
 					 "cluster store to pin (is its vmmd running?)",
 					 r.target.name), e));
-	/* From here on the guest is ours to move: lock, record. */
-	if (!cli_ctl_lock(&r.x, vmid, &e))
+	/* From here on the guest is ours to move: lock, record. A replication
+	 * run of the guest holds the lock for its duration: wait for it. */
+	if (!wait_replication(&r, vmid, &e) || !cli_ctl_lock(&r.x, vmid, &e))
 		return fail(&r, e);
 	rec = (struct cli_mig_record){
 		.vmid = vmid, .pid = getpid(), .online = running, .secure = j.secure,
@@ -699,6 +791,21 @@ static int exec_migrate(const struct cli_args *a)
 		j.cpu_model = r.g->conf.cpu[0] ? r.g->conf.cpu : "qemu64";
 		j.accel = MIG_ACCEL_TCG;
 	}
+	if (r.repl_job[0]) {
+		bool any = false;
+
+		for (int i = 0; i < CLU_GUEST_DISKS; i++)
+			any |= r.replicated[i];
+		/* The replicas catch up while the guest runs on. */
+		if (any && (!(r.rm = cli_repl_mig_open(&r.x, r.g, r.repl_job, src ? src->qmp : NULL,
+							&e)) || !cli_repl_mig_sync(r.rm, &e))) {
+			err_prefix(e, "migration of guest %" PRIu32 " to %s aborted before it began "
+				   "(replication job %s)", vmid, r.target.name, r.repl_job);
+			mig_qemu_release(src);
+			cli_mig_record_delete(r.x.c, vmid, NULL);
+			return fail(&r, e);
+		}
+	}
 	j.vmid = vmid;
 	j.target = r.target.name;
 	j.target_ctl_addr = r.target.addr;
@@ -717,6 +824,7 @@ static int exec_migrate(const struct cli_args *a)
 		.check = hook_check,
 		.move_owner = hook_move_owner,
 		.progress = hook_progress,
+		.pre_switchover = r.rm && running ? hook_repl_final : NULL,
 		.opaque = &r,
 	};
 	r.next_renew_ms = util_now_ms() + RENEW_EVERY_MS;
@@ -731,6 +839,12 @@ static int exec_migrate(const struct cli_args *a)
 		for (unsigned i = 0; i < r.nvols; i++)
 			if (unlink(r.vols[i].path) < 0)
 				log_warn("cannot remove the source volume '%s': %m", r.vols[i].path);
+		if (r.rm && !cli_repl_mig_flip(r.rm, &e)) {
+			log_error("guest %" PRIu32 " runs on %s, but turning replication job %s "
+				  "around failed: %s (its next sync may send everything)", vmid,
+				  j.target, r.repl_job, e->msg);
+			err_free(TAKE_PTR(e));
+		}
 		if (fin.warning[0])
 			log_warn("%s", fin.warning);
 		summary(&r, &j, &fin);

@@ -1,16 +1,19 @@
 /*
  * vmmd.c - the node daemon: keeps this node's copy of the replicated
  * config store, joins corosync when the node is in a cluster, and serves
- * the local CLIs on a unix socket. Runs in the foreground (systemd
- * Type=simple; scripts/vmmd.service).
+ * the local CLIs on a unix socket, and runs the replication scheduler of
+ * the guests it owns. Runs in the foreground (systemd Type=simple;
+ * scripts/vmmd.service).
  */
-#include "cli.h"
+#include "repl.h"
 #include "../cluster/clu.h"
 #include "../common/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const struct cli_opt opts[] = {
 	{ "data-dir", CLI_VALUE, "DIR", "store and cluster files; default $VMM_DATA_DIR or /var/lib/vmmigrate" },
@@ -20,8 +23,37 @@ static const struct cli_opt opts[] = {
 	{ "corosync-conf", CLI_VALUE, "PATH", "corosync's config, kept in step with the cluster; default $VMM_COROSYNC_CONF or /etc/corosync/corosync.conf" },
 	{ "ssh-host-key", CLI_VALUE, "PATH", "this node's SSH host public key, published for "
 	  "pinning; default $VMM_SSH_HOST_KEY or /etc/ssh/ssh_host_ed25519_key.pub" },
+	{ "no-replication", CLI_FLAG, NULL, "do not run the replication scheduler" },
 	{ NULL }
 };
+
+#define SCHED_TICK_S 5
+#define SCHED_WORKERS 2 /* replication runs at once on this node */
+
+/* The replication scheduler (cli/repl_sched.c), in a thread: every few
+ * seconds a look at the jobs of the guests this node owns. */
+static void *sched_main(void *arg)
+{
+	struct cli_repl_sched *s = cli_repl_sched_new(SCHED_WORKERS);
+
+	(void)arg;
+	if (!s)
+		return NULL;
+	sleep(2); /* the daemon's socket first */
+	for (;;) {
+		struct cli_ctl x = { .lock_fd = -1 };
+		struct err *e = NULL;
+
+		if (cli_ctl_open(&x, &e)) {
+			cli_repl_sched_tick(s, &x, false);
+			cli_ctl_close(&x);
+		} else {
+			err_free(e);
+		}
+		sleep(SCHED_TICK_S);
+	}
+	return NULL;
+}
 
 static int exec_run(const struct cli_args *a)
 {
@@ -41,6 +73,17 @@ static int exec_run(const struct cli_args *a)
 	if (o.node && (!*o.node || strlen(o.node) > 63 || strspn(o.node,
 	    "abcdefghijklmnopqrstuvwxyz0123456789-") != strlen(o.node)))
 		return cli_fail(a, "invalid node name '%s': use a-z, 0-9 and -", o.node);
+	/* The replication scheduler talks to this daemon like any client. */
+	setenv("VMM_SOCKET", o.socket, 1);
+	setenv("VMM_DATA_DIR", o.data_dir, 1);
+	if (!cli_has(a, "no-replication")) {
+		pthread_t th;
+
+		if (pthread_create(&th, NULL, sched_main, NULL) == 0)
+			pthread_detach(th);
+		else
+			log_warn("cannot start the replication scheduler");
+	}
 	if (!clu_daemon_run(&o, &e))
 		return cli_report(a, e);
 	return 0;

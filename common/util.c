@@ -249,3 +249,72 @@ bool util_mkdir_p(const char *path, int mode, struct err **errp)
 		return err_set_errno(errp, errno, "cannot create directory '%s'", copy);
 	return true;
 }
+
+/* ---- base64 (RFC 4648, with padding) -------------------------------------- */
+
+static const char b64_alphabet[] =
+	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t util_base64_encode(const void *data, size_t len, char *out)
+{
+	const uint8_t *p = data;
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+
+		if (i + 1 < len)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < len)
+			v |= p[i + 2];
+		out[o++] = b64_alphabet[v >> 18 & 63];
+		out[o++] = b64_alphabet[v >> 12 & 63];
+		out[o++] = i + 1 < len ? b64_alphabet[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static int b64_value(char c)
+{
+	const char *at = c ? strchr(b64_alphabet, c) : NULL;
+
+	return at ? (int)(at - b64_alphabet) : -1;
+}
+
+bool util_base64_decode(const char *in, void *out, size_t cap, size_t *len, struct err **errp)
+{
+	size_t n = strlen(in), o = 0;
+	uint8_t *q = out;
+
+	if (n % 4)
+		return err_set(errp, ERR_INVAL, "invalid base64: length %zu is not a multiple of 4",
+			       n);
+	for (size_t i = 0; i < n; i += 4) {
+		int v[4];
+		unsigned bytes = 3;
+
+		for (int k = 0; k < 4; k++) {
+			v[k] = b64_value(in[i + k]);
+			/* '=' only at the end: "xx==" or "xxx=". */
+			if (v[k] < 0 && !(in[i + k] == '=' && i + 4 == n && k >= 2 &&
+					  (k == 3 || in[i + 3] == '=')))
+				return err_set(errp, ERR_INVAL, "invalid base64 at character %zu",
+					       i + (size_t)k + 1);
+			if (v[k] < 0) {
+				v[k] = 0;
+				bytes = bytes < (unsigned)k - 1 ? bytes : (unsigned)k - 1;
+			}
+		}
+		if (o + bytes > cap)
+			return err_set(errp, ERR_INVAL, "base64 data longer than %zu bytes", cap);
+		q[o++] = (uint8_t)(v[0] << 2 | v[1] >> 4);
+		if (bytes > 1)
+			q[o++] = (uint8_t)(v[1] << 4 | v[2] >> 2);
+		if (bytes > 2)
+			q[o++] = (uint8_t)(v[2] << 6 | v[3]);
+	}
+	*len = o;
+	return true;
+}

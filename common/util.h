@@ -29,6 +29,13 @@ bool util_parse_u64(const char *s, uint64_t min, uint64_t max,
 bool util_parse_size(const char *s, uint64_t unit, uint64_t min, uint64_t max,
 		     const char *what, uint64_t *out, struct err **errp);
 
+/* Base64 (RFC 4648 with padding). encode: out has room for
+ * 4 * ((len + 2) / 3) + 1 bytes; returns the length written (NUL not
+ * counted). decode: at most cap bytes to out, *len the count; a bad
+ * character, length or padding is ERR_INVAL naming where. */
+size_t util_base64_encode(const void *data, size_t len, char *out);
+bool util_base64_decode(const char *in, void *out, size_t cap, size_t *len, struct err **errp);
+
 /* Formats bytes with a binary unit ("1.5 GiB") into buf. */
 const char *util_fmt_bytes(uint64_t bytes, char *buf, size_t len);
 

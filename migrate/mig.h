@@ -447,6 +447,11 @@ struct mig_job_hooks {
 	/* Moves the guest's owner to the target in the store. */
 	bool (*move_owner)(void *opaque, struct err **errp);
 	void (*progress)(const struct mig_job_progress *p, void *opaque);
+	/* Online, may be NULL: runs at the switchover with the guest paused
+	 * and all RAM sent, after the mirrors finished (the caller's last
+	 * writes to the target's disks: a replication delta); false cancels
+	 * the migration, the source runs on. */
+	bool (*pre_switchover)(void *opaque, struct err **errp);
 	void *opaque;
 };
 

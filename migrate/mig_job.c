@@ -495,13 +495,17 @@ static bool mirror_disks(struct job *jb, struct err **errp)
 	return true;
 }
 
-/* At pre-switchover, the guest paused: the target gets the last writes. */
-static bool finish_mirrors(void *opaque, struct err **errp)
+/* At pre-switchover, the guest paused: the target gets the last writes,
+ * through the mirrors and then the caller's hook. */
+static bool finish_disks(void *opaque, struct err **errp)
 {
 	struct job *jb = opaque;
+	const struct mig_job_hooks *h = &jb->j->hooks;
 
-	return mig_mirror_complete(jb->mirror, MIRROR_FINISH_MS, errp) &&
-	       mig_mirror_detach(jb->mirror, errp);
+	if (jb->mirror && (!mig_mirror_complete(jb->mirror, MIRROR_FINISH_MS, errp) ||
+			   !mig_mirror_detach(jb->mirror, errp)))
+		return false;
+	return !h->pre_switchover || h->pre_switchover(h->opaque, errp);
 }
 
 static bool online(struct job *jb, struct err **errp)
@@ -515,7 +519,7 @@ static bool online(struct job *jb, struct err **errp)
 		.resume_target = false, /* only after the owner moved */
 		.cancelled = raw_cancelled,
 		.before_postcopy = before_postcopy,
-		.pre_switchover = j->nvolumes ? finish_mirrors : NULL,
+		.pre_switchover = j->nvolumes || j->hooks.pre_switchover ? finish_disks : NULL,
 	};
 	struct mig_target t;
 	char uri[700];

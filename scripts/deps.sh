@@ -5,7 +5,7 @@ set -euo pipefail
 
 PKGS=(
   gcc make pkg-config clang libclang-rt-14-dev valgrind sqlite3 bc
-  libjson-c-dev libcmocka-dev libssh2-1-dev libzstd-dev liburing-dev libsqlite3-dev libnbd-dev
+  libjson-c-dev libcmocka-dev libssh2-1-dev libssl-dev libzstd-dev liburing-dev libsqlite3-dev libnbd-dev
   corosync libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils openssh-server openssh-client

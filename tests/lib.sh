@@ -101,12 +101,16 @@ wait_synced() {
 # settings (testbed env NODE), so local and remote halves agree.
 TB_STATE=${VMM_TESTBED_DIR:-/run/vmm-testbed}
 
-# on NODE CMD...: CMD in NODE's namespace with NODE's settings.
-on() {
-  local n=$1 line; local -a envs=(); shift
-  while IFS= read -r line; do line=${line%\'}; envs+=("${line/=\'/=}"); done < <(tb env "$n")
-  env "${envs[@]}" ip netns exec "$n" "$@"
+# node_env NODE: NODE's settings (testbed env) into the array NODE_ENV.
+node_env() {
+  local line; NODE_ENV=()
+  while IFS= read -r line; do line=${line%\'}; NODE_ENV+=("${line/=\'/=}"); done < <(tb env "$1")
 }
+# on NODE CMD...: CMD in NODE's namespace with NODE's settings.
+on() { local n=$1; shift; node_env "$n"; env "${NODE_ENV[@]}" ip netns exec "$n" "$@"; }
+# on_exec NODE CMD...: like `on`, but the process becomes CMD itself, so
+# `on_exec NODE CMD &` leaves CMD's own pid in $! (to kill it, not a shell).
+on_exec() { local n=$1; shift; node_env "$n"; exec env "${NODE_ENV[@]}" ip netns exec "$n" "$@"; }
 
 # node_vmmd_start NODE: vmmd with the testbed's data dir, socket and host key.
 node_vmmd_start() {

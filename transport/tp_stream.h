@@ -15,8 +15,9 @@
  * flipped, dropped, duplicated or reordered byte is detected. Records are
  * in increasing offset order and never overlap.
  *
- * Sender: walks the volume with SEEK_DATA/SEEK_HOLE and also turns blocks
- * of zeros inside allocated data (block_size granularity) into ZERO
+ * Sender: walks a volume file with SEEK_DATA/SEEK_HOLE (holes are never
+ * read) or reads a source through a callback (an NBD export), and turns
+ * blocks of zeros inside the data (block_size granularity) into ZERO
  * records, so zeros never cost payload. Reading, compressing (one zstd
  * context per worker thread, each record an independent frame) and
  * writing overlap. A payload is stored raw when zstd does not shrink it.
@@ -29,7 +30,8 @@
  * that differs from the expected one with ERR_INVAL.
  *
  * Threads: each call runs its own threads and joins them before it
- * returns; the progress callback runs in the calling thread. The calls
+ * returns; the progress and on_range callbacks run in the calling thread,
+ * a sender's read callback in its one reader thread. The calls
  * block; fds may be non-blocking (we poll). Writes to a socket use
  * MSG_NOSIGNAL, so a vanished peer is ERR_IO (EPIPE), not SIGPIPE.
  * Ownership: fds and extent arrays stay the caller's; nothing is closed.
@@ -72,7 +74,13 @@ struct tp_stream_opts {
 	/* Called in the calling thread at most every 100 ms and once at the
 	 * end of a successful run. */
 	void (*progress)(const struct tp_stream_progress *p, void *opaque);
-	void *opaque;
+	/* Receiver: called in the calling thread, in stream order, once for
+	 * every DATA (zero false) or ZERO (zero true) record when it passed
+	 * its checks, before it is applied. After a successful run exactly
+	 * the reported ranges were applied; after a failure the target
+	 * differs from before at most inside the reported ranges. */
+	void (*on_range)(uint64_t off, uint64_t len, bool zero, void *opaque);
+	void *opaque;          /* passed to progress and on_range */
 };
 
 /* A byte range of the volume. */
@@ -94,6 +102,25 @@ bool tp_stream_send_file(int out_fd, const char *path, const struct tp_stream_op
 bool tp_stream_send_extents(int out_fd, int file_fd, uint64_t size, const struct tp_extent *ext,
 			    size_t n, const struct tp_stream_opts *o,
 			    struct tp_stream_progress *final, struct err **errp);
+
+/* Reads len bytes at off of the source into buf: the whole range, a short
+ * read is an error. The error it sets is the run's, as it is. The same
+ * type as repl_read_fn. */
+typedef bool (*tp_stream_read_fn)(void *opaque, void *buf, size_t len, uint64_t off,
+				  struct err **errp);
+
+/* tp_stream_send_extents with the data read through read_fn(ropaque, ...)
+ * instead of from a file (the source may be an NBD export): every byte of
+ * the extents is read, no SEEK_DATA; zero blocks still become ZERO
+ * records. Threads: read_fn runs in one thread the call starts (never the
+ * calling thread), one call at a time, in increasing offset order, with
+ * len <= 1 MiB, and its last call returns before this function does; so
+ * it need not be reentrant, but it must not rely on the calling thread's
+ * thread-local state, and anything it shares with other threads of the
+ * caller needs their locking. */
+bool tp_stream_send_extents_fn(int out_fd, uint64_t size, const struct tp_extent *ext, size_t n,
+			       tp_stream_read_fn read_fn, void *ropaque, const struct tp_stream_opts *o,
+			       struct tp_stream_progress *final, struct err **errp);
 
 /* Receives a full stream of a `size`-byte volume into path: writes
  * "path.part" (created sparse, mode 0600, replacing a stale one), applies

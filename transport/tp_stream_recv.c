@@ -7,7 +7,8 @@
  * the run checksum) and hands DATA records to `threads` workers that
  * decompress and pwrite them, in any order since records never overlap.
  * ZERO records are punched in the calling thread (or ignored when the
- * target is a fresh sparse file). Reading stops right after END.
+ * target is a fresh sparse file), which also reports every range to
+ * on_range before it hands it on. Reading stops right after END.
  */
 #include "tp_stream_int.h"
 #include "../common/cleanup.h"
@@ -362,6 +363,10 @@ static bool recv_body(struct receiver *r, struct err **errp)
 			break;
 		}
 		r->p.covered += e->h.length;
+		/* Before the range is touched: a failed run changed at most
+		 * what was reported. */
+		if (r->o.on_range)
+			r->o.on_range(e->h.offset, e->h.length, e->h.type == REC_ZERO, r->o.opaque);
 		if (e->h.type == REC_ZERO) {
 			r->p.zero_bytes += e->h.length;
 			if (!zero_range(r, e->h.offset, e->h.length, &er))

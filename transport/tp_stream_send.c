@@ -3,8 +3,10 @@
  *
  * Three stages overlap, joined by a ring of `depth` record entries in
  * sequence order:
- *   reader   (one thread)   walks the ranges with SEEK_DATA/SEEK_HOLE,
- *                           reads chunks of data into pooled buffers,
+ *   reader   (one thread)   walks the ranges (with SEEK_DATA/SEEK_HOLE
+ *                           when the source is a file), reads chunks of
+ *                           data into pooled buffers (pread or the
+ *                           caller's read callback, only from here),
  *                           cuts zero blocks out as ZERO records and
  *                           publishes DATA records that point into them;
  *   workers  (opts.threads) compress DATA records (one ZSTD_CCtx each, one
@@ -54,7 +56,10 @@ struct ent {
 
 struct sender {
 	struct tp_stream_opts o;
-	int out_fd, fd;
+	int out_fd;
+	int fd;                  /* a file source (SEEK_DATA), else -1 */
+	tp_stream_read_fn read;  /* the reader's data source */
+	void *ropaque;
 	uint64_t size;
 	const struct tp_extent *ext;
 	size_t n_ext;
@@ -193,7 +198,28 @@ static bool is_zero(const uint8_t *p, size_t len)
 	return true;
 }
 
-/* Reads file[off, end) (allocated data) chunk by chunk; blocks of zeros
+/* The read callback of a file source. */
+static bool read_fd(void *opaque, void *buf, size_t len, uint64_t off, struct err **errp)
+{
+	const struct sender *s = opaque;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t r = pread(s->fd, (uint8_t *)buf + got, len - got, (off_t)(off + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return err_set_errno(errp, errno, "read volume at offset %" PRIu64, off + got);
+		if (r == 0)
+			return err_set(errp, ERR_IO,
+				       "volume shrank while reading: end of file at offset %" PRIu64,
+				       off + got);
+		got += (size_t)r;
+	}
+	return true;
+}
+
+/* Reads source[off, end) (allocated data) chunk by chunk; blocks of zeros
  * become ZERO records, the rest DATA records pointing into the buffer. */
 static bool read_data(struct sender *s, uint64_t off, uint64_t end)
 {
@@ -202,28 +228,18 @@ static bool read_data(struct sender *s, uint64_t off, uint64_t end)
 
 	while (off < end) {
 		uint64_t lim = (off + READ_CHUNK) & ~(bs - 1);
-		size_t n = (size_t)((lim < end ? lim : end) - off), got = 0, pos = 0;
+		size_t n = (size_t)((lim < end ? lim : end) - off), pos = 0;
 		struct sbuf *b = buf_get(s);
-		bool ok = true;
+		struct err *er = NULL;
+		bool ok;
 
 		if (!b)
 			return false;
-		while (got < n) {
-			ssize_t r = pread(s->fd, b->data + got, n - got, (off_t)(off + got));
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0) {
-				struct err *er = NULL;
-				if (r < 0)
-					err_set_errno(&er, errno, "read volume at offset %" PRIu64, off + got);
-				else
-					err_set(&er, ERR_IO, "volume shrank while reading: end of file at offset %" PRIu64,
-						off + got);
-				fail(s, &er);
-				ok = false;
-				break;
-			}
-			got += (size_t)r;
+		ok = s->read(s->ropaque, b->data, n, off, &er);
+		if (!ok) {
+			if (!er) /* a callback that forgot its error */
+				err_set(&er, ERR_IO, "read volume at offset %" PRIu64 ": failed", off);
+			fail(s, &er);
 		}
 		/* Walk blocks aligned on the file's block grid. */
 		while (ok && pos < n) {
@@ -304,8 +320,9 @@ static void *reader_main(void *arg)
 	struct sender *s = arg;
 	bool ok = true;
 
-	s->seek_ok = !(s->o.flags & TP_STREAM_NO_ZERO_SKIP);
-	posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	s->seek_ok = s->fd >= 0 && !(s->o.flags & TP_STREAM_NO_ZERO_SKIP);
+	if (s->fd >= 0)
+		posix_fadvise(s->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	for (size_t i = 0; ok && i < s->n_ext; i++)
 		ok = read_range(s, s->ext[i].offset, s->ext[i].offset + s->ext[i].length);
 	if (ok)
@@ -563,13 +580,14 @@ out:
 	return ok;
 }
 
-bool tp_stream_send_extents(int out_fd, int file_fd, uint64_t size, const struct tp_extent *ext,
-			    size_t n, const struct tp_stream_opts *o,
-			    struct tp_stream_progress *final, struct err **errp)
+/* Checks s's extents, then runs. */
+static bool send_extents(struct sender *s, const struct tp_stream_opts *o,
+			 struct tp_stream_progress *final, struct err **errp)
 {
-	struct sender s = { .out_fd = out_fd, .fd = file_fd, .size = size, .ext = ext, .n_ext = n };
+	const struct tp_extent *ext = s->ext;
+	uint64_t size = s->size;
 
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < s->n_ext; i++) {
 		const struct tp_extent *x = &ext[i];
 
 		if (!x->length || x->offset > size || x->length > size - x->offset)
@@ -581,7 +599,30 @@ bool tp_stream_send_extents(int out_fd, int file_fd, uint64_t size, const struct
 				       "invalid extent %zu at %" PRIu64 ": overlaps or precedes extent %zu",
 				       i, x->offset, i - 1);
 	}
-	return send_run(&s, o, final, errp);
+	return send_run(s, o, final, errp);
+}
+
+bool tp_stream_send_extents(int out_fd, int file_fd, uint64_t size, const struct tp_extent *ext,
+			    size_t n, const struct tp_stream_opts *o,
+			    struct tp_stream_progress *final, struct err **errp)
+{
+	struct sender s = { .out_fd = out_fd, .fd = file_fd, .size = size, .ext = ext, .n_ext = n };
+
+	s.read = read_fd;
+	s.ropaque = &s;
+	return send_extents(&s, o, final, errp);
+}
+
+bool tp_stream_send_extents_fn(int out_fd, uint64_t size, const struct tp_extent *ext, size_t n,
+			       tp_stream_read_fn read_fn, void *ropaque, const struct tp_stream_opts *o,
+			       struct tp_stream_progress *final, struct err **errp)
+{
+	struct sender s = { .out_fd = out_fd, .fd = -1, .size = size, .ext = ext, .n_ext = n,
+			    .read = read_fn, .ropaque = ropaque };
+
+	if (!read_fn)
+		return err_set(errp, ERR_INVAL, "volume stream: no read callback");
+	return send_extents(&s, o, final, errp);
 }
 
 bool tp_stream_send_file(int out_fd, const char *path, const struct tp_stream_opts *o,
@@ -600,6 +641,8 @@ bool tp_stream_send_file(int out_fd, const char *path, const struct tp_stream_op
 		return err_set_errno(errp, errno, "size of volume '%s'", path);
 	all = (struct tp_extent){ 0, (uint64_t)end };
 	s.fd = fd;
+	s.read = read_fd;
+	s.ropaque = &s;
 	s.size = (uint64_t)end;
 	s.ext = &all;
 	s.n_ext = end > 0;

@@ -114,7 +114,7 @@ for v in $GUESTS; do [ "$(owner $v)" = uno ] || die "guest $v not back after und
 
 # 5. The drain killed -9 midway, then rerun: it waits for the migration in
 # flight and finishes the rest; every guest once, intact.
-on uno "$VMMIGRATE" drain uno --max-workers 1 --migration_network "$NET" --bwlimit 65536 \
+on_exec uno "$VMMIGRATE" drain uno --max-workers 1 --migration_network "$NET" --bwlimit 65536 \
   --output json >"$RUN/killed.json" 2>&1 &
 dpid=$!
 for ((i = 0; i < 300; i++)); do grep -q '"event":"guest"' "$RUN/killed.json" && break; sleep 0.1; done

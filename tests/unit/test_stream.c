@@ -5,7 +5,8 @@
  * rate limit, and damage to captured streams: bytes flipped and streams
  * cut in every record header (payloads sampled), records duplicated,
  * reordered and dropped both raw and re-sealed with valid checksums,
- * forged totals and zstd payloads, a wrong volume size. The private
+ * forged totals and zstd payloads, a wrong volume size; the receiver's
+ * on_range reports and the sender reading through a callback. The private
  * tp_stream_int.h gives the record layout to parse and forge streams. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -1384,6 +1385,234 @@ static void test_forged_records(void **state)
 	small_free(v);
 }
 
+/* ---- on_range and the callback sender ---------------------------------- */
+
+struct range_log {
+	pthread_t caller;
+	struct frec r[MAX_RECS]; /* h.type, h.offset, h.length of each call */
+	size_t n;
+	bool bad;                /* another thread, or too many calls */
+};
+
+static void on_range_log(uint64_t off, uint64_t len, bool zero, void *opaque)
+{
+	struct range_log *l = opaque;
+
+	if (!pthread_equal(pthread_self(), l->caller) || l->n == MAX_RECS) {
+		l->bad = true;
+		return;
+	}
+	l->r[l->n].h.type = zero ? REC_ZERO : REC_DATA;
+	l->r[l->n].h.offset = off;
+	l->r[l->n].h.length = len;
+	l->n++;
+}
+
+/* The log holds exactly the DATA/ZERO records r[1 .. 1 + n). */
+static void assert_ranges_are(const struct range_log *l, const struct frec *r, size_t n)
+{
+	assert_false(l->bad);
+	assert_int_equal(l->n, n);
+	for (size_t i = 0; i < n; i++) {
+		assert_int_equal(l->r[i].h.type, r[1 + i].h.type);
+		assert_int_equal(l->r[i].h.offset, r[1 + i].h.offset);
+		assert_int_equal(l->r[i].h.length, r[1 + i].h.length);
+	}
+}
+
+/* Every applied record is reported, in order, in the calling thread, by
+ * recv_apply and recv_file; a run that fails reports only what it touched. */
+static void test_on_range(void **state)
+{
+	char src[64], dst[64];
+	struct tp_stream_opts so = { .threads = 2 };
+	struct range_log l = { .caller = pthread_self() };
+	struct tp_stream_opts ro = { .threads = 3, .on_range = on_range_log, .opaque = &l };
+	struct tp_stream_progress sent, got;
+	struct frec r[MAX_RECS];
+	struct err *e = NULL;
+	size_t len, n, bad, vlen;
+	uint8_t *s, *vol;
+	int t = memfd(RT_SIZE);
+
+	(void)state;
+	close(make_volume(src, RT_SIZE, rt_pieces, 5));
+	s = capture_file(src, &so, &len, &sent);
+	n = parse(s, len, r);
+	assert_int_equal(n, 9);
+
+	assert_true(recv_buf(s, len, t, NULL, 0, &ro, &got, &e));
+	assert_ranges_are(&l, r, n - 2);
+	l.n = 0;
+	close(tmp_file(dst));
+	assert_true(recv_buf(s, len, -1, dst, RT_SIZE, &ro, &got, &e));
+	assert_ranges_are(&l, r, n - 2);
+	assert_files_equal(src, dst);
+
+	/* Damage in the last DATA record: the ranges before it are reported,
+	 * and the target changed nowhere else. */
+	bad = n - 2;
+	assert_int_equal(r[bad].h.type, REC_DATA);
+	s[r[bad].at + REC_HDR_LEN + 100] ^= 0x20;
+	vol = malloc(RT_SIZE);
+	assert_non_null(vol);
+	memset(vol, 0xaa, RT_SIZE);
+	assert_int_equal(pwrite(t, vol, RT_SIZE, 0), (ssize_t)RT_SIZE);
+	free(vol);
+	l.n = 0;
+	assert_false(recv_buf(s, len, t, NULL, 0, &ro, NULL, &e));
+	expect_corrupt(e, ERR_PROTO, r[bad].at, "checksum mismatch");
+	assert_ranges_are(&l, r, bad - 1);
+	vol = read_all_fd(t, &vlen);
+	for (size_t i = 0, k = 0; i < vlen; i++) {
+		while (k < l.n && l.r[k].h.offset + l.r[k].h.length <= i)
+			k++;
+		if ((k == l.n || i < l.r[k].h.offset) && vol[i] != 0xaa)
+			fail_msg("byte %zu changed outside the reported ranges", i);
+	}
+	free(vol);
+	free(s);
+	close(t);
+	tmp_remove(src);
+	tmp_remove(dst);
+}
+
+/* A source in memory, read through the callback. */
+struct mem_src {
+	const uint8_t *img;
+	pthread_t caller, reader;
+	struct tp_extent calls[64];
+	size_t n;
+	uint64_t fail_at;        /* fail the call that reaches this offset; 0: never */
+	bool bad;                /* two threads, the caller's, or out of order */
+};
+
+static bool mem_read(void *opaque, void *buf, size_t len, uint64_t off, struct err **errp)
+{
+	struct mem_src *m = opaque;
+
+	if (pthread_equal(pthread_self(), m->caller) || len > 1 * MiB || m->n == 64 ||
+	    (m->n && (!pthread_equal(pthread_self(), m->reader) ||
+		      off < m->calls[m->n - 1].offset + m->calls[m->n - 1].length)))
+		m->bad = true;
+	m->reader = pthread_self();
+	if (m->n < 64)
+		m->calls[m->n++] = (struct tp_extent){ off, len };
+	if (m->fail_at && off + len > m->fail_at)
+		return err_set(errp, ERR_IO, "nbd_pread at %" PRIu64 ": server went away", off);
+	memcpy(buf, m->img + off, len);
+	return true;
+}
+
+/* The callback sender makes the same stream as the file sender on a fully
+ * allocated file (zero blocks inside data still become ZERO records),
+ * reads exactly the extents from one thread, and passes its errors on. */
+static void test_send_extents_fn(void **state)
+{
+	static const struct piece pieces[] = {
+		{ 0, 1 * MiB, F_TEXT },
+		{ 256 * KiB, 128 * KiB, F_ZERO },
+		{ 1536 * KiB, 600 * KiB, F_RANDOM },
+		{ 3 * MiB, 333, F_TEXT },
+	};
+	static const struct tp_extent x[] = {
+		{ 0, 1 * MiB + 4 * KiB }, { 1536 * KiB - 100, 600 * KiB }, { 3 * MiB, 333 },
+	};
+	static const struct tp_extent bad[] = { { 4096, 4096 }, { 0, 4096 } };
+	const uint64_t size = 3 * MiB + 333;
+	struct mem_src m = { .caller = pthread_self() };
+	struct tp_stream_progress ffd, ffn;
+	struct err *e = NULL;
+	uint8_t *img, *sfd, *sfn, *want, *have;
+	size_t lfd, lfn, len;
+	char src[64];
+	int fd, out, t;
+
+	(void)state;
+	img = calloc(1, size);
+	assert_non_null(img);
+	for (size_t i = 0; i < 4; i++)
+		fill_buf(img + pieces[i].off, pieces[i].off, pieces[i].len, pieces[i].fill);
+	fd = tmp_file(src);
+	assert_int_equal(pwrite(fd, img, size, 0), (ssize_t)size); /* no holes */
+	m.img = img;
+	for (unsigned threads = 1; threads <= 3; threads += 2) {
+		struct tp_stream_opts o = { .threads = threads };
+
+		m.n = 0;
+		sfd = capture_extents(fd, size, x, 3, &o, &lfd, &ffd);
+		out = memfd(0);
+		if (!tp_stream_send_extents_fn(out, size, x, 3, mem_read, &m, &o, &ffn, &e))
+			fail_msg("send: %s", e->msg);
+		sfn = read_all_fd(out, &lfn);
+		close(out);
+		assert_int_equal(lfn, lfd);
+		assert_memory_equal(sfn, sfd, lfd);
+		assert_prog_equal(&ffn, &ffd);
+		assert_int_equal(ffn.zero_bytes, 128 * KiB + 4 * KiB + 100);
+		/* The calls tile the extents, from one thread, in order. */
+		assert_false(m.bad);
+		for (size_t i = 0, k = 0; i < 3; i++) {
+			uint64_t at = x[i].offset;
+			while (at < x[i].offset + x[i].length) {
+				assert_true(k < m.n);
+				assert_int_equal(m.calls[k].offset, at);
+				at += m.calls[k++].length;
+			}
+			assert_int_equal(at, x[i].offset + x[i].length);
+			if (i == 2)
+				assert_int_equal(k, m.n);
+		}
+		free(sfd);
+		free(sfn);
+	}
+
+	/* Applied: the source inside the extents, the target's bytes outside. */
+	t = memfd(size);
+	want = malloc(size);
+	assert_non_null(want);
+	memset(want, 0xaa, size);
+	assert_int_equal(pwrite(t, want, size, 0), (ssize_t)size);
+	for (size_t i = 0; i < 3; i++)
+		memcpy(want + x[i].offset, img + x[i].offset, x[i].length);
+	sfn = NULL;
+	out = memfd(0);
+	assert_true(tp_stream_send_extents_fn(out, size, x, 3, mem_read, &m, NULL, &ffn, &e));
+	sfn = read_all_fd(out, &lfn);
+	close(out);
+	assert_true(recv_buf(sfn, lfn, t, NULL, 0, NULL, NULL, &e));
+	have = read_all_fd(t, &len);
+	assert_int_equal(len, size);
+	assert_memory_equal(have, want, size);
+	free(have);
+	free(sfn);
+
+	/* The callback's error is the run's, unchanged; bad extents fail
+	 * before any call. */
+	m.n = 0;
+	m.fail_at = 1536 * KiB;
+	out = memfd(0);
+	assert_false(tp_stream_send_extents_fn(out, size, x, 3, mem_read, &m, NULL, NULL, &e));
+	assert_non_null(e);
+	assert_int_equal(e->code, ERR_IO);
+	assert_string_equal(e->msg, "nbd_pread at 1572764: server went away");
+	err_free(e);
+	e = NULL;
+	m.n = 0;
+	assert_false(tp_stream_send_extents_fn(out, size, bad, 2, mem_read, &m, NULL, NULL, &e));
+	expect_err(e, ERR_INVAL, "invalid extent 1");
+	assert_int_equal(m.n, 0);
+	e = NULL;
+	assert_false(tp_stream_send_extents_fn(out, size, x, 3, NULL, NULL, NULL, NULL, &e));
+	expect_err(e, ERR_INVAL, "no read callback");
+	close(out);
+	free(want);
+	free(img);
+	close(fd);
+	close(t);
+	tmp_remove(src);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1407,6 +1636,8 @@ int main(void)
 		cmocka_unit_test(test_wrong_size_apply),
 		cmocka_unit_test(test_duplicated_reordered),
 		cmocka_unit_test(test_forged_records),
+		cmocka_unit_test(test_on_range),
+		cmocka_unit_test(test_send_extents_fn),
 	};
 	return cmocka_run_group_tests_name("stream", tests, NULL, NULL);
 }

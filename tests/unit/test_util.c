@@ -112,6 +112,54 @@ static void test_fmt_bytes(void **state)
 	assert_string_equal(util_fmt_bytes(300ULL << 20, b, sizeof(b)), "300.0 MiB");
 }
 
+/* RFC 4648 test vectors both ways, every length of a binary buffer round
+ * trip, and bad input refused with where it went wrong. */
+static void test_base64(void **state)
+{
+	static const char *const vec[][2] = {
+		{ "", "" }, { "f", "Zg==" }, { "fo", "Zm8=" }, { "foo", "Zm9v" },
+		{ "foob", "Zm9vYg==" }, { "fooba", "Zm9vYmE=" }, { "foobar", "Zm9vYmFy" },
+	};
+	static const char *const bad[] = { "Zg=", "Zg=a", "Z===", "Zm9v!A==", "=Zm9", "Zg==Zg==" };
+	uint8_t bin[300], back[300];
+	char enc[420], dec[16];
+	size_t n;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++) {
+		assert_int_equal(util_base64_encode(vec[i][0], strlen(vec[i][0]), enc),
+				 strlen(vec[i][1]));
+		assert_string_equal(enc, vec[i][1]);
+		assert_true(util_base64_decode(vec[i][1], dec, sizeof(dec), &n, NULL));
+		assert_int_equal(n, strlen(vec[i][0]));
+		assert_memory_equal(dec, vec[i][0], n);
+	}
+	for (size_t i = 0; i < sizeof(bin); i++)
+		bin[i] = (uint8_t)(i * 37 + 11);
+	for (size_t len = 0; len <= sizeof(bin); len++) {
+		util_base64_encode(bin, len, enc);
+		assert_true(util_base64_decode(enc, back, sizeof(back), &n, NULL));
+		assert_int_equal(n, len);
+		assert_memory_equal(back, bin, len);
+	}
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct err *e = NULL;
+
+		assert_false(util_base64_decode(bad[i], dec, sizeof(dec), &n, &e));
+		assert_non_null(e);
+		assert_int_equal(e->code, ERR_INVAL);
+		err_free(e);
+	}
+	/* No room: refused, not overrun. */
+	{
+		struct err *e = NULL;
+
+		assert_false(util_base64_decode("Zm9vYmFy", dec, 5, &n, &e));
+		assert_non_null(strstr(e->msg, "longer than 5"));
+		err_free(e);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -119,6 +167,7 @@ int main(void)
 		cmocka_unit_test(test_parse_u64),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_fmt_bytes),
+		cmocka_unit_test(test_base64),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

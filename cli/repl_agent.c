@@ -1,0 +1,483 @@
+/*
+ * repl_agent.c - `vmrepl _agent`: the target node's half of a replication
+ * run, started by the worker over SSH with the control channel on its
+ * stdin/stdout (JSON lines, migrate/mig_agent.c; logs on stderr).
+ *
+ * Requests:
+ *   hello                         -> node
+ *   address {cidr}                -> this node's one address in it
+ *   replica-info {job,vmid,storage,volume}
+ *                                 -> {gen,time,size,job} after recovering an
+ *                                    interrupted update (gen 0: none)
+ *   recv {job,vmid,storage,volume,size,gen,time,mode,bind,peer} -> port
+ *   recv-wait                     -> receives the stream on that port and
+ *                                    applies it: mode "create" starts the
+ *                                    replica over (a previous replica of
+ *                                    the same job is replaced; any other
+ *                                    file there is refused), "update" makes
+ *                                    generation gen out of gen - 1
+ *   remove {job,vmid}             -> the job's replicas of the guest's disks
+ *   release {job,vmid}            -> after a migration of the guest to this
+ *                                    node: the job's replicas of its disks
+ *                                    are its live disks now (side files go)
+ *   manifest-put {job,drive,gen,size,total,offset,data}
+ *                                 -> after such a migration this node is the
+ *                                    job's source: the block hashes of the
+ *                                    replica, in base64 pieces, kept once
+ *                                    the last piece came and they verify
+ *   bye
+ * A guest owned by this node is never written: its disks are live here.
+ */
+#include "repl.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../migrate/mig_host.h"
+#include "../transport/tp_net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define ACCEPT_MS 30000
+#define MANIFEST_MAX (64u << 20) /* 16 B per 64 KiB: volumes up to 256 TiB */
+
+struct agent {
+	struct cli_ctl x;
+	struct mig_chan *ch;
+	int lfd;                 /* listener of the stream being received */
+	char *path;              /* ... its replica */
+	struct repl_replica_info next;
+	bool create;
+	uint8_t *mani;           /* a manifest being received */
+	size_t mani_len, mani_have;
+};
+
+static const char *jstr(struct json_object *o, const char *k)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static bool jint(struct json_object *o, const char *k, int64_t *out)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	*out = json_object_get_int64(v);
+	return true;
+}
+
+/* The guest must not be this node's: a replica is never a live disk. */
+static bool not_ours(struct agent *ag, struct json_object *req, uint32_t *vmid,
+		     struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	int64_t v;
+
+	if (!g)
+		return err_set(errp, ERR_IO, "out of memory");
+	if (!jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
+		return err_set(errp, ERR_PROTO, "request without a valid vmid");
+	*vmid = (uint32_t)v;
+	if (!clu_guest_read(ag->x.c, *vmid, g, errp))
+		return false;
+	if (!strcmp(g->node, ag->x.node))
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is owned by %s, the target: "
+			       "its disks there are live, not replicas", *vmid, ag->x.node);
+	return true;
+}
+
+/* The replica's path: the volume on the storage of the same ID here. */
+static char *replica_path(struct agent *ag, const char *sid, const char *vol, struct err **errp)
+{
+	struct cli_ctl_storages st;
+	struct clu_guest_disk d = { .present = true };
+	char *path = NULL;
+
+	if (!sid || !vol) {
+		err_set(errp, ERR_PROTO, "request without storage and volume");
+		return NULL;
+	}
+	if (!cli_ctl_storages_read(&ag->x, &st, errp))
+		return NULL;
+	snprintf(d.storage, sizeof(d.storage), "%s", sid);
+	snprintf(d.volume, sizeof(d.volume), "%s", vol);
+	if (cli_ctl_storage_usable(&ag->x, &st, sid, errp))
+		path = cli_ctl_disk_path(&st, &d, errp);
+	cli_ctl_storages_free(&st);
+	return path;
+}
+
+static struct json_object *do_address(struct json_object *req, struct err **errp)
+{
+	const char *cidr = jstr(req, "cidr");
+	struct json_object *rep;
+	char addr[64];
+
+	if (!cidr || !mig_host_addr_in(cidr, addr, sizeof(addr), errp))
+		return cidr ? NULL : (err_set(errp, ERR_PROTO, "address needs cidr"), NULL);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "address", json_object_new_string(addr));
+	return rep;
+}
+
+static struct json_object *do_info(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	_cleanup_free_ char *path = NULL;
+	struct repl_replica_info info;
+	struct json_object *rep;
+	const char *job = jstr(req, "job");
+	uint32_t vmid;
+
+	if (!not_ours(ag, req, &vmid, errp) ||
+	    !(path = replica_path(ag, jstr(req, "storage"), jstr(req, "volume"), errp)) ||
+	    !repl_replica_recover(path, &info, errp))
+		return NULL;
+	rep = mig_chan_ok();
+	/* Another job's replica (or none) is generation 0 to this job. */
+	json_object_object_add(rep, "gen", json_object_new_uint64(
+				       job && !strcmp(info.job, job) ? info.gen : 0));
+	json_object_object_add(rep, "time", json_object_new_int64(info.time));
+	json_object_object_add(rep, "size", json_object_new_uint64(info.size));
+	json_object_object_add(rep, "job", json_object_new_string(info.job));
+	return rep;
+}
+
+static struct json_object *do_recv(struct agent *ag, struct json_object *req, struct err **errp)
+{
+	const char *job = jstr(req, "job"), *mode = jstr(req, "mode");
+	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer");
+	_cleanup_free_ char *path = NULL, *dir = NULL;
+	struct repl_replica_info cur;
+	struct json_object *rep;
+	int64_t size = 0, gen = 0, t = 0;
+	unsigned port = 0;
+	uint32_t vmid;
+
+	if (ag->path) {
+		err_set(errp, ERR_STATE, "a stream is already expected");
+		return NULL;
+	}
+	if (!job || !mode || !bind || !jint(req, "size", &size) || size <= 0 ||
+	    !jint(req, "gen", &gen) || gen <= 0 || !jint(req, "time", &t) ||
+	    (strcmp(mode, "create") && strcmp(mode, "update"))) {
+		err_set(errp, ERR_PROTO, "recv needs job, size, gen, time, mode and bind");
+		return NULL;
+	}
+	if (!not_ours(ag, req, &vmid, errp) ||
+	    !(path = replica_path(ag, jstr(req, "storage"), jstr(req, "volume"), errp)) ||
+	    !repl_replica_recover(path, &cur, errp))
+		return NULL;
+	if (!strcmp(mode, "create")) {
+		struct stat sb;
+
+		/* Starting over: only a replica of this job may be replaced. */
+		if (cur.gen && strcmp(cur.job, job)) {
+			err_set(errp, ERR_CONFLICT, "%s holds a replica of job %s, not %s", path,
+				cur.job, job);
+			return NULL;
+		}
+		if (!cur.gen && stat(path, &sb) == 0) {
+			err_set(errp, ERR_CONFLICT, "%s exists on %s and is not a replica", path,
+				ag->x.node);
+			return NULL;
+		}
+		if (cur.gen && !repl_replica_remove(path, errp))
+			return NULL;
+		dir = strdup(path);
+		if (!dir || !util_mkdir_p(dirname(dir), 0750, errp))
+			return dir ? NULL : (err_set(errp, ERR_IO, "out of memory"), NULL);
+	} else if (strcmp(cur.job, job) || cur.gen + 1 != (uint64_t)gen) {
+		err_set(errp, ERR_STATE, "replica %s is at generation %" PRIu64 " of job '%s', not "
+			"%" PRId64 " of %s", path, cur.gen, cur.job, gen - 1, job);
+		return NULL;
+	}
+	ag->lfd = tp_net_listen(bind, peer, &port, errp);
+	if (ag->lfd < 0)
+		return NULL;
+	ag->next = (struct repl_replica_info){ .gen = (uint64_t)gen, .time = t,
+					       .size = (uint64_t)size };
+	snprintf(ag->next.job, sizeof(ag->next.job), "%s", job);
+	ag->create = !strcmp(mode, "create");
+	ag->path = TAKE_PTR(path);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "port", json_object_new_int((int)port));
+	return rep;
+}
+
+static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *path = TAKE_PTR(ag->path);
+	struct tp_stream_progress fin = { 0 };
+	struct json_object *rep;
+	char peer[64];
+	bool ok;
+
+	if (!path) {
+		err_set(errp, ERR_STATE, "recv-wait before recv");
+		return NULL;
+	}
+	fd = tp_net_accept(ag->lfd, ACCEPT_MS, peer, sizeof(peer), errp);
+	close(ag->lfd);
+	ag->lfd = -1;
+	if (fd < 0)
+		return NULL;
+	ok = ag->create ? repl_replica_create(path, fd, &ag->next, &fin, errp) :
+			  repl_replica_update(path, fd, &ag->next, &fin, errp);
+	if (!ok)
+		return NULL;
+	log_info("replica %s: generation %" PRIu64 " of job %s (%" PRIu64 " bytes)", path,
+		 ag->next.gen, ag->next.job, fin.wire_bytes);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "wire_bytes", json_object_new_uint64(fin.wire_bytes));
+	json_object_object_add(rep, "data_bytes", json_object_new_uint64(fin.data_bytes));
+	return rep;
+}
+
+static struct json_object *do_remove(struct agent *ag, struct json_object *req,
+				     struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	const char *job = jstr(req, "job");
+	unsigned removed = 0;
+	struct json_object *rep;
+	uint32_t vmid;
+
+	if (!g || !job || !not_ours(ag, req, &vmid, errp) || !clu_guest_read(ag->x.c, vmid, g, errp))
+		return g && job ? NULL : (err_set(errp, ERR_PROTO, "remove needs job and vmid"), NULL);
+	for (int i = 0; i < CLU_GUEST_DISKS; i++) {
+		const struct clu_guest_disk *d = &g->conf.disks[i];
+		_cleanup_free_ char *path = NULL;
+		struct repl_replica_info info;
+		struct err *e = NULL;
+
+		if (!d->present || !(path = replica_path(ag, d->storage, d->volume, &e)) ||
+		    !repl_replica_recover(path, &info, &e)) {
+			err_free(e);
+			continue;
+		}
+		if (info.gen && !strcmp(info.job, job) && repl_replica_remove(path, &e))
+			removed++;
+		err_free(e);
+	}
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "removed", json_object_new_int((int)removed));
+	return rep;
+}
+
+/* The guest must be this node's now (it migrated here onto its replicas). */
+static struct json_object *do_release(struct agent *ag, struct json_object *req,
+				      struct err **errp)
+{
+	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	const char *job = jstr(req, "job");
+	unsigned released = 0;
+	struct json_object *rep;
+	int64_t v;
+
+	if (!g || !job || !jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX) {
+		err_set(errp, g ? ERR_PROTO : ERR_IO, g ? "release needs job and vmid" :
+			"out of memory");
+		return NULL;
+	}
+	if (!clu_guest_read(ag->x.c, (uint32_t)v, g, errp))
+		return NULL;
+	if (strcmp(g->node, ag->x.node)) {
+		err_set(errp, ERR_STATE, "guest %" PRId64 " is owned by %s, not by %s", v, g->node,
+			ag->x.node);
+		return NULL;
+	}
+	for (int i = 0; i < CLU_GUEST_DISKS; i++) {
+		const struct clu_guest_disk *d = &g->conf.disks[i];
+		_cleanup_free_ char *path = NULL;
+		struct repl_replica_info info;
+		struct err *e = NULL;
+
+		if (!d->present)
+			continue;
+		if (!(path = replica_path(ag, d->storage, d->volume, &e)) ||
+		    !repl_replica_recover(path, &info, &e) ||
+		    (info.gen && !strcmp(info.job, job) && !repl_replica_release(path, &e))) {
+			err_propagate(errp, &e);
+			return NULL;
+		}
+		released += info.gen && !strcmp(info.job, job);
+	}
+	log_info("guest %" PRId64 ": %u replica(s) of job %s are its disks now", v, released, job);
+	rep = mig_chan_ok();
+	json_object_object_add(rep, "released", json_object_new_int((int)released));
+	return rep;
+}
+
+static struct json_object *do_manifest_put(struct agent *ag, struct json_object *req,
+					   struct err **errp)
+{
+	const char *job = jstr(req, "job"), *data = jstr(req, "data");
+	int64_t drive = -1, gen = 0, size = 0, total = 0, off = -1;
+	size_t n = 0;
+	char path[1100], tmp[1200], dir[1100];
+	uint32_t vmid;
+
+	if (!job || !data || !jint(req, "drive", &drive) || drive < 0 || drive > 99 ||
+	    !jint(req, "gen", &gen) || gen <= 0 || !jint(req, "size", &size) || size <= 0 ||
+	    !jint(req, "total", &total) || total <= 0 || total > MANIFEST_MAX ||
+	    !jint(req, "offset", &off) || off < 0) {
+		err_set(errp, ERR_PROTO, "manifest-put needs job, drive, gen, size, total, offset "
+			"and base64 data");
+		return NULL;
+	}
+	if (!cli_repl_id(job, &vmid, errp))
+		return NULL;
+	if (!off) {
+		free(ag->mani);
+		ag->mani = malloc((size_t)total);
+		ag->mani_len = (size_t)total;
+		ag->mani_have = 0;
+		if (!ag->mani) {
+			err_set(errp, ERR_IO, "out of memory");
+			return NULL;
+		}
+	}
+	if (!ag->mani || (size_t)off != ag->mani_have || (size_t)total != ag->mani_len) {
+		err_set(errp, ERR_PROTO, "manifest-put: piece at %" PRId64 " does not follow", off);
+		return NULL;
+	}
+	if (!util_base64_decode(data, ag->mani + ag->mani_have, ag->mani_len - ag->mani_have, &n,
+				errp))
+		return NULL;
+	ag->mani_have += n;
+	if (ag->mani_have < ag->mani_len)
+		return mig_chan_ok();
+	/* Whole: kept only if it is a manifest of that size and generation. */
+	cli_repl_manifest_path(job, (unsigned)drive, path, sizeof(path));
+	snprintf(dir, sizeof(dir), "%s/repl/%s", cli_ctl_data_dir(), job);
+	snprintf(tmp, sizeof(tmp), "%s.in", path);
+	{
+		struct repl_manifest *m = NULL;
+		bool ok = util_mkdir_p(dir, 0700, errp) &&
+			  util_write_file_bytes(tmp, ag->mani, ag->mani_len, 0600, errp) &&
+			  (m = repl_manifest_load(tmp, (uint64_t)size, (uint64_t)gen, errp));
+
+		repl_manifest_free(m);
+		free(TAKE_PTR(ag->mani));
+		if (ok && rename(tmp, path) < 0)
+			ok = err_set_errno(errp, errno, "rename '%s'", tmp);
+		if (!ok) {
+			unlink(tmp);
+			return NULL;
+		}
+	}
+	log_info("job %s: block hashes of drive %" PRId64 " (generation %" PRId64 ") kept", job,
+		 drive, gen);
+	return mig_chan_ok();
+}
+
+static struct json_object *dispatch(struct agent *ag, const char *cmd, struct json_object *req,
+				    bool *bye, struct err **errp)
+{
+	if (!strcmp(cmd, "hello")) {
+		struct json_object *rep = mig_chan_ok();
+
+		json_object_object_add(rep, "node", json_object_new_string(ag->x.node));
+		json_object_object_add(rep, "pid", json_object_new_int((int)getpid()));
+		return rep;
+	}
+	if (!strcmp(cmd, "address"))
+		return do_address(req, errp);
+	if (!strcmp(cmd, "replica-info"))
+		return do_info(ag, req, errp);
+	if (!strcmp(cmd, "recv"))
+		return do_recv(ag, req, errp);
+	if (!strcmp(cmd, "recv-wait"))
+		return do_recv_wait(ag, errp);
+	if (!strcmp(cmd, "remove"))
+		return do_remove(ag, req, errp);
+	if (!strcmp(cmd, "release"))
+		return do_release(ag, req, errp);
+	if (!strcmp(cmd, "manifest-put"))
+		return do_manifest_put(ag, req, errp);
+	if (!strcmp(cmd, "bye")) {
+		*bye = true;
+		return mig_chan_ok();
+	}
+	err_set(errp, ERR_PROTO, "unknown request '%s'", cmd);
+	return NULL;
+}
+
+int cli_repl_agent(void)
+{
+	struct agent ag = { .lfd = -1 };
+	struct err *e = NULL;
+	bool bye = false;
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	ag.x.lock_fd = -1;
+	ag.ch = mig_chan_open(STDIN_FILENO, STDOUT_FILENO);
+	if (!ag.ch || !cli_ctl_open(&ag.x, &e)) {
+		log_error("agent: %s", e ? e->msg : "out of memory");
+		if (ag.ch && e) {
+			_cleanup_json_ struct json_object *f = mig_chan_fail(e);
+
+			mig_chan_send(ag.ch, f, NULL);
+		}
+		err_free(e);
+		mig_chan_close(ag.ch);
+		return 1;
+	}
+	/* From here on this node keeps the log (the worker's SSH session may
+	 * be gone when something is worth reading). */
+	{
+		char dir[1024], path[1100];
+		int fd;
+
+		snprintf(dir, sizeof(dir), "%s/repl", cli_ctl_data_dir());
+		snprintf(path, sizeof(path), "%s/agent.log", dir);
+		if (util_mkdir_p(dir, 0700, NULL) &&
+		    (fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600)) >= 0) {
+			dup2(fd, STDERR_FILENO);
+			close(fd);
+		}
+		log_info("agent pid %d: session from a replication worker", (int)getpid());
+	}
+	while (!bye) {
+		_cleanup_json_ struct json_object *req = mig_chan_recv(ag.ch, -1, &e);
+		_cleanup_json_ struct json_object *rep = NULL;
+		const char *cmd;
+
+		if (!req) {
+			err_free(TAKE_PTR(e));
+			break;
+		}
+		cmd = jstr(req, "cmd");
+		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
+		if (!rep) {
+			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
+			rep = mig_chan_fail(e);
+			err_free(TAKE_PTR(e));
+		}
+		if (!mig_chan_send(ag.ch, rep, &e)) {
+			err_free(TAKE_PTR(e));
+			break;
+		}
+	}
+	if (ag.lfd >= 0)
+		close(ag.lfd);
+	free(ag.path);
+	free(ag.mani);
+	cli_ctl_close(&ag.x);
+	mig_chan_close(ag.ch);
+	return 0;
+}

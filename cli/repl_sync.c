@@ -1,0 +1,876 @@
+/*
+ * repl_sync.c - one run of a replication job, on its source node (the
+ * guest's owner): `vmrepl run --id ID`, started by the scheduler or by
+ * hand. See repl.h and docs/vmrepl.md.
+ *
+ *   lock the guest (a migration of it waits; a migration in progress
+ *   makes this run skip) -> state "syncing" -> control session to the
+ *   target's `vmrepl _agent` (SSH, pinned host key) -> per local disk:
+ *     the replica's generation there (after its crash recovery)
+ *     the disk as of one instant: QEMU's fleecing view (running guest) or
+ *       the file (stopped guest)
+ *     which blocks: all (first sync, or the replica is not the one we
+ *       last made), dirty since the last sync (bitmap), or differing from
+ *       the last sync's hashes (stopped guest, or a raw disk whose bitmap
+ *       went with a QEMU restart)
+ *     a tp_stream to the agent (TCP to its migration address, or an SSH
+ *       channel), which makes it the replica's next generation atomically
+ *   -> the hashes saved -> state "ok" (or "error" with the retry count)
+ *
+ * Failure anywhere leaves the replica at its previous generation (the
+ * target's replica code guarantees it) and keeps every dirty block for the
+ * next run (repl_fleece_end(false) merges the bitmaps).
+ */
+#include "repl.h"
+#include "../common/cleanup.h"
+#include "../common/log.h"
+#include "../common/util.h"
+#include "../migrate/mig_host.h"
+#include "../transport/tp_net.h"
+#include "../transport/tp_ssh.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CTL_TIMEOUT_MS 30000
+#define RECV_TIMEOUT_MS 600000 /* the agent's verdict after the stream ended */
+#define RENEW_EVERY_MS 20000
+
+struct disk {
+	unsigned conf;            /* index in conf.disks (virtio<conf>) */
+	unsigned drive;           /* the launcher's drive<N> */
+	const struct clu_guest_disk *d;
+	char *path;               /* the source file */
+	uint64_t size;
+};
+
+struct sync {
+	struct cli_ctl *x;
+	const struct clu_repl_job *job;
+	struct clu_guest_rec g;
+	struct repl_job_state st;
+	struct disk disks[CLU_GUEST_DISKS];
+	unsigned nd;
+	FILE *logf;
+	struct cli_mig_peer peer;
+	struct tp_ssh *ctl_ssh, *data_ssh;
+	struct mig_chan *ch;
+	char target_addr[64], source_addr[64];
+	bool secure;
+	struct mig_qemu *q;       /* running guest: its QEMU, attached by us */
+	struct tp_qmp *qmp;       /* running guest: QMP (q's, or a migration's) */
+	char run_dir[512];
+	int64_t instant;          /* the point in time of this sync */
+	uint64_t bytes;
+	int64_t renew_ms;         /* next renewal of the guest lock */
+	uint64_t new_gen;         /* the replicas' generation after this run */
+};
+
+/* Logged to stderr (the caller's log) and to the job's log file. */
+static void say(struct sync *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void say(struct sync *s, const char *fmt, ...)
+{
+	char msg[1024], stamp[32];
+	time_t now = time(NULL);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	log_info("%s: %s", s->job->id, msg);
+	if (s->logf) {
+		strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&now));
+		fprintf(s->logf, "%s %s: %s\n", stamp, s->job->id, msg);
+		fflush(s->logf);
+	}
+}
+
+static void open_log(struct sync *s)
+{
+	char dir[1024], path[1100];
+	struct err *e = NULL;
+
+	snprintf(dir, sizeof(dir), "%s/repl/%s", cli_ctl_data_dir(), s->job->id);
+	if (!util_mkdir_p(dir, 0700, &e)) {
+		log_warn("%s: no log file: %s", s->job->id, e->msg);
+		err_free(e);
+		return;
+	}
+	snprintf(path, sizeof(path), "%s/log", dir);
+	s->logf = fopen(path, "we");
+}
+
+void cli_repl_manifest_path(const char *job, unsigned drive, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/repl/%s/drive%u.manifest", cli_ctl_data_dir(), job, drive);
+}
+
+static void manifest_path(const struct sync *s, unsigned drive, char *buf, size_t len)
+{
+	cli_repl_manifest_path(s->job->id, drive, buf, len);
+}
+
+/* ---- the guest's disks ------------------------------------------------------------- */
+
+static bool local_disks(struct sync *s, struct err **errp)
+{
+	struct cli_ctl_storages st;
+	unsigned drive = 0;
+	bool ok = true;
+
+	if (!cli_ctl_storages_read(s->x, &st, errp))
+		return false;
+	for (int i = 0; i < CLU_GUEST_DISKS && ok; i++) {
+		const struct clu_guest_disk *d = &s->g.conf.disks[i];
+		const struct clu_storage *so;
+		struct stat sb;
+		struct disk *k;
+
+		if (!d->present)
+			continue;
+		drive++;
+		so = clu_storage_find(&st.sc, d->storage);
+		/* Shared disks need no copy; replicate=0 opts a disk out. */
+		if (!d->replicate || (so && so->shared))
+			continue;
+		k = &s->disks[s->nd];
+		*k = (struct disk){ .conf = (unsigned)i, .drive = drive - 1, .d = d };
+		k->path = cli_ctl_disk_path(&st, d, errp);
+		if (!k->path) {
+			ok = false;
+			break;
+		}
+		if (stat(k->path, &sb) < 0) {
+			ok = err_set_errno(errp, errno, "disk %s:%s: '%s'", d->storage, d->volume,
+					   k->path);
+			free(k->path);
+			break;
+		}
+		k->size = (uint64_t)sb.st_size;
+		s->nd++;
+	}
+	cli_ctl_storages_free(&st);
+	if (ok && !s->nd)
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " has no local disk to replicate",
+			       s->g.vmid);
+	return ok;
+}
+
+/* ---- the target's agent -------------------------------------------------------------- */
+
+static bool connect_agent(struct sync *s, struct err **errp)
+{
+	_cleanup_json_ struct json_object *rep = NULL;
+	struct clu_datacenter dc;
+	char remote[512], *slash;
+	struct mig_agent_addr a;
+
+	if (!cli_mig_peer_read(s->x, s->job->target, &s->peer, errp))
+		return false;
+	if (!s->peer.online)
+		return err_set(errp, ERR_STATE, "target node %s is offline", s->job->target);
+	cli_mig_remote_cmd(remote, sizeof(remote));
+	slash = strrchr(remote, '/');
+	if (slash && (size_t)(slash - remote) + sizeof("/vmrepl") <= sizeof(remote))
+		strcpy(slash + 1, "vmrepl");
+	a = (struct mig_agent_addr){
+		.node = s->job->target, .addr = s->peer.addr, .host_key = s->peer.host_key,
+		.ssh_key = cli_mig_ssh_key(), .ssh_port = cli_mig_ssh_port(), .remote_cmd = remote,
+	};
+	s->ch = mig_agent_connect(&a, &s->ctl_ssh, errp);
+	if (!s->ch)
+		return false;
+	{
+		_cleanup_json_ struct json_object *hi = mig_chan_call(s->ch, mig_chan_req("hello"),
+								      CTL_TIMEOUT_MS, errp);
+		struct json_object *pid;
+
+		if (!hi)
+			return false;
+		if (json_object_object_get_ex(hi, "pid", &pid))
+			say(s, "target agent pid %d on %s", json_object_get_int(pid), s->job->target);
+	}
+	/* The data goes the way migrations go: datacenter.cfg's type and
+	 * network (the target's one address in it), else the cluster link. */
+	if (!clu_datacenter_read(s->x->c, &dc, errp))
+		return false;
+	s->secure = dc.migration_type != CLU_MIGRATION_INSECURE;
+	snprintf(s->target_addr, sizeof(s->target_addr), "%s", s->peer.addr);
+	if (dc.has_migration_network) {
+		struct json_object *req = mig_chan_req("address"), *v;
+		char cidr[64];
+
+		clu_cidr_format(&dc.migration_network, cidr, sizeof(cidr));
+		json_object_object_add(req, "cidr", json_object_new_string(cidr));
+		rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
+		if (!rep || !mig_host_addr_in(cidr, s->source_addr, sizeof(s->source_addr), errp))
+			return false;
+		if (json_object_object_get_ex(rep, "address", &v))
+			snprintf(s->target_addr, sizeof(s->target_addr), "%s", json_object_get_string(v));
+	} else {
+		struct cli_mig_peer self;
+
+		if (!cli_mig_peer_read(s->x, s->x->node, &self, errp))
+			return false;
+		snprintf(s->source_addr, sizeof(s->source_addr), "%s", self.addr);
+		cli_mig_peer_free(&self);
+	}
+	if (s->secure) {
+		struct tp_ssh_opts o = {
+			.host = s->target_addr, .port = cli_mig_ssh_port(), .user = "root",
+			.key = cli_mig_ssh_key(), .host_key = s->peer.host_key, .timeout_ms = 10000,
+		};
+
+		s->data_ssh = tp_ssh_open(&o, errp);
+		if (!s->data_ssh)
+			return false;
+	}
+	return true;
+}
+
+/* The replica's generation on the target, after its own crash recovery. */
+static bool replica_gen(struct sync *s, struct disk *k, uint64_t *gen, struct err **errp)
+{
+	struct json_object *req = mig_chan_req("replica-info"), *v;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	json_object_object_add(req, "job", json_object_new_string(s->job->id));
+	json_object_object_add(req, "vmid", json_object_new_int64(s->g.vmid));
+	json_object_object_add(req, "storage", json_object_new_string(k->d->storage));
+	json_object_object_add(req, "volume", json_object_new_string(k->d->volume));
+	rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	*gen = json_object_object_get_ex(rep, "gen", &v) ? (uint64_t)json_object_get_int64(v) : 0;
+	if (*gen && json_object_object_get_ex(rep, "size", &v) &&
+	    (uint64_t)json_object_get_int64(v) != k->size)
+		*gen = 0; /* resized since: start over */
+	return true;
+}
+
+static int data_stream(struct sync *s, unsigned port, struct err **errp)
+{
+	int sp[2];
+
+	if (!s->secure)
+		return tp_net_connect(s->target_addr, port, 10000, errp);
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) < 0) {
+		err_set_errno(errp, errno, "socketpair");
+		return -1;
+	}
+	if (!tp_ssh_forward(s->data_ssh, sp[1], "127.0.0.1", port, errp)) {
+		close(sp[0]);
+		return -1;
+	}
+	return sp[0];
+}
+
+/* ---- one disk ------------------------------------------------------------------------ */
+
+struct source {
+	int fd;                   /* stopped guest: the file */
+	struct repl_fleece *f;    /* running guest: the fleecing view */
+};
+
+static bool read_source(void *opaque, void *buf, size_t len, uint64_t off, struct err **errp)
+{
+	struct source *src = opaque;
+	size_t done = 0;
+
+	if (src->f)
+		return repl_fleece_read(src->f, buf, len, off, errp);
+	while (done < len) {
+		ssize_t n = pread(src->fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? err_set_errno(errp, errno, "read the disk") :
+				       err_set(errp, ERR_IO, "the disk ended early at %" PRIu64,
+					       off + done);
+		done += (size_t)n;
+	}
+	return true;
+}
+
+/* Which extents go, and the hashes to keep (*m). *full: the replica
+ * starts over from this sync (its generation 1). */
+static bool choose_extents(struct sync *s, struct disk *k, struct source *src, uint64_t base,
+			   struct repl_manifest **m, struct tp_extent **ext, size_t *n, bool *full,
+			   struct err **errp)
+{
+	char mpath[1100];
+	bool complete = false;
+	struct err *e = NULL;
+
+	bool incremental = base != 0;
+
+	*full = false;
+	*n = 0;
+	manifest_path(s, k->drive, mpath, sizeof(mpath));
+	if (src->f && !repl_fleece_dirty(src->f, ext, n, &complete, errp))
+		return false;
+	if (incremental)
+		*m = repl_manifest_load(mpath, k->size, base, &e);
+	if (incremental && src->f && complete) {
+		/* The bitmap says what changed; the hashes follow it. */
+		say(s, "disk %s:%s: %zu dirty extent(s) since the last sync", k->d->storage,
+		    k->d->volume, *n);
+		if (*m)
+			return repl_manifest_update(*m, read_source, src, *ext, *n, errp);
+		err_free(TAKE_PTR(e));
+		{
+			struct tp_extent *all = NULL;
+			size_t nall = 0;
+			bool ok = (*m = repl_manifest_new(k->size, errp)) &&
+				  repl_manifest_diff(*m, read_source, src, &all, &nall, errp);
+
+			free(all); /* only the hashes are wanted here */
+			return ok;
+		}
+	}
+	free(TAKE_PTR(*ext));
+	*n = 0;
+	if (incremental && *m) {
+		say(s, "disk %s:%s: comparing block hashes with the last sync", k->d->storage,
+		    k->d->volume);
+		return repl_manifest_diff(*m, read_source, src, ext, n, errp);
+	}
+	if (incremental) {
+		say(s, "disk %s:%s: no hashes of the last sync (%s): sending it whole",
+		    k->d->storage, k->d->volume, e ? e->msg : "?");
+		err_free(TAKE_PTR(e));
+	}
+	/* Whole disk: holes and zeros travel as ZERO records. */
+	*full = true;
+	*m = repl_manifest_new(k->size, errp);
+	*ext = calloc(1, sizeof(**ext));
+	if (!*m || !*ext)
+		return errp && *errp ? false : err_set(errp, ERR_IO, "out of memory");
+	(*ext)[0] = (struct tp_extent){ .offset = 0, .length = k->size };
+	*n = k->size ? 1 : 0;
+	return true;
+}
+
+/* Long sends keep the guest's lock alive (it expires after a minute). */
+static void on_progress(const struct tp_stream_progress *p, void *opaque)
+{
+	struct sync *s = opaque;
+	struct err *e = NULL;
+
+	(void)p;
+	if (util_now_ms() < s->renew_ms)
+		return;
+	s->renew_ms = util_now_ms() + RENEW_EVERY_MS;
+	if (!cli_ctl_lock_renew(s->x, &e)) {
+		log_warn("%s: renewing the guest lock: %s", s->job->id, e->msg);
+		err_free(e);
+	}
+}
+
+static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
+{
+	struct source src = { .fd = -1 };
+	_cleanup_free_ struct tp_extent *ext = NULL;
+	struct repl_manifest *m = NULL;
+	struct json_object *req, *v;
+	_cleanup_json_ struct json_object *rep = NULL, *res = NULL;
+	struct tp_stream_opts so = { .rate_limit = (uint64_t)s->job->rate * 1000000,
+				     .progress = on_progress, .opaque = s };
+	struct tp_stream_progress fin = { 0 };
+	char mpath[1100];
+	uint64_t gen = 0;
+	size_t n = 0;
+	bool full, ok = false, sent;
+	int fd = -1;
+
+	if (!replica_gen(s, k, &gen, errp))
+		return false;
+	if (s->qmp) {
+		src.f = repl_fleece_begin(s->qmp, s->run_dir, k->drive, s->job->id, errp);
+		if (!src.f)
+			return false;
+	} else {
+		src.fd = open(k->path, O_RDONLY | O_CLOEXEC);
+		if (src.fd < 0) {
+			err_set_errno(errp, errno, "open '%s'", k->path);
+			return false;
+		}
+	}
+	/* Incremental from the replica's generation: the one the state names,
+	 * or the next one when a run was applied there but died before it
+	 * recorded it. The bitmap covers the writes since the state's
+	 * generation, a superset; hashes must be of the replica's. */
+	if (!choose_extents(s, k, &src, gen && (gen == s->st.gen || gen == s->st.gen + 1) ? gen : 0,
+			    &m, &ext, &n, &full, errp))
+		goto out;
+	req = mig_chan_req("recv");
+	json_object_object_add(req, "job", json_object_new_string(s->job->id));
+	json_object_object_add(req, "vmid", json_object_new_int64(s->g.vmid));
+	json_object_object_add(req, "storage", json_object_new_string(k->d->storage));
+	json_object_object_add(req, "volume", json_object_new_string(k->d->volume));
+	json_object_object_add(req, "size", json_object_new_uint64(k->size));
+	json_object_object_add(req, "gen", json_object_new_uint64(full ? 1 : gen + 1));
+	json_object_object_add(req, "time", json_object_new_int64(s->instant));
+	json_object_object_add(req, "mode", json_object_new_string(full ? "create" : "update"));
+	json_object_object_add(req, "bind", json_object_new_string(s->secure ? "127.0.0.1" :
+								   s->target_addr));
+	json_object_object_add(req, "peer", json_object_new_string(s->secure ? "127.0.0.1" :
+								   s->source_addr));
+	rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep || !json_object_object_get_ex(rep, "port", &v))
+		goto out;
+	req = mig_chan_req("recv-wait");
+	if (!mig_chan_send(s->ch, req, errp)) {
+		json_object_put(req);
+		goto out;
+	}
+	json_object_put(req);
+	fd = data_stream(s, (unsigned)json_object_get_int(v), errp);
+	if (fd < 0)
+		goto out;
+	if (src.f)
+		sent = tp_stream_send_extents_fn(fd, k->size, ext, n, read_source, &src, &so, &fin,
+						 errp);
+	else
+		sent = tp_stream_send_extents(fd, src.fd, k->size, ext, n, &so, &fin, errp);
+	shutdown(fd, SHUT_WR);
+	res = mig_chan_recv(s->ch, sent ? RECV_TIMEOUT_MS : 10000, sent ? errp : NULL);
+	if (!sent)
+		goto out;
+	if (!res) {
+		err_prefix(errp ? *errp : NULL, "disk %s:%s", k->d->storage, k->d->volume);
+		goto out;
+	}
+	if (!json_object_object_get_ex(res, "ok", &v) || !json_object_get_boolean(v)) {
+		struct json_object *msg;
+
+		err_set(errp, ERR_IO, "disk %s:%s: %s", k->d->storage, k->d->volume,
+			json_object_object_get_ex(res, "error", &msg) ? json_object_get_string(msg) :
+									  "the target refused it");
+		goto out;
+	}
+	/* The hashes of a whole-disk send are of what went: read it again
+	 * (local reads, cheap next to the wire). */
+	if (full) {
+		struct tp_extent *all = NULL;
+		size_t nall = 0;
+
+		if (!repl_manifest_diff(m, read_source, &src, &all, &nall, errp)) {
+			free(all);
+			goto out;
+		}
+		free(all);
+	}
+	manifest_path(s, k->drive, mpath, sizeof(mpath));
+	if (!repl_manifest_save(m, mpath, full ? 1 : gen + 1, errp))
+		goto out;
+	if ((full ? 1 : gen + 1) > s->new_gen)
+		s->new_gen = full ? 1 : gen + 1;
+	s->bytes += fin.wire_bytes;
+	say(s, "disk %s:%s: %s sync, %" PRIu64 " bytes of data, %" PRIu64 " on the wire, replica "
+	    "generation %" PRIu64, k->d->storage, k->d->volume, full ? "full" : "incremental",
+	    fin.data_bytes, fin.wire_bytes, full ? (uint64_t)1 : gen + 1);
+	ok = true;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (src.f)
+		repl_fleece_end(src.f, ok);
+	if (src.fd >= 0)
+		close(src.fd);
+	repl_manifest_free(m);
+	return ok;
+}
+
+/* ---- state ----------------------------------------------------------------------------- */
+
+struct st_edit {
+	struct sync *s;
+	const struct err *e;
+	int phase; /* 0 start, 1 success, 2 failure */
+	int64_t duration_ms;
+	uint64_t gen;
+};
+
+static bool edit_state(struct repl_job_state *st, void *opaque)
+{
+	struct st_edit *d = opaque;
+
+	switch (d->phase) {
+	case 0:
+		st->state = REPL_STATE_SYNCING;
+		st->pid = getpid();
+		st->last_try = time(NULL);
+		snprintf(st->node, sizeof(st->node), "%s", d->s->x->node);
+		snprintf(st->target, sizeof(st->target), "%s", d->s->job->target);
+		st->run_now = false;
+		if (!st->created)
+			st->created = st->last_try;
+		break;
+	case 1:
+		st->state = REPL_STATE_OK;
+		st->gen = d->gen;
+		st->last_sync = d->s->instant;
+		st->duration_ms = d->duration_ms;
+		st->bytes = d->s->bytes;
+		st->fail_count = 0;
+		st->error[0] = '\0';
+		st->pid = 0;
+		break;
+	default:
+		st->state = REPL_STATE_ERROR;
+		st->fail_count++;
+		snprintf(st->error, sizeof(st->error), "%s", d->e ? d->e->msg : "?");
+		st->pid = 0;
+		break;
+	}
+	return true;
+}
+
+/* ---- the run ---------------------------------------------------------------------------- */
+
+static void sync_free(struct sync *s)
+{
+	if (s->ch) {
+		json_object_put(mig_chan_call(s->ch, mig_chan_req("bye"), 5000, NULL));
+		mig_chan_close(s->ch);
+	}
+	tp_ssh_close(s->data_ssh);
+	tp_ssh_close(s->ctl_ssh);
+	cli_mig_peer_free(&s->peer);
+	mig_qemu_release(s->q);
+	for (unsigned i = 0; i < s->nd; i++)
+		free(s->disks[i].path);
+	if (s->logf)
+		fclose(s->logf);
+}
+
+/* One pass over every disk, the job's state telling of it. */
+static bool sync_pass(struct sync *s, struct err **errp)
+{
+	struct st_edit ed;
+	struct err *e = NULL;
+	int64_t t0 = util_now_ms();
+	bool ok = false;
+
+	/* The generation the replicas hold moves with every pass. */
+	if (!repl_state_read(s->x->c, s->job->id, &s->st, NULL, errp))
+		return false;
+	ed = (struct st_edit){ .s = s, .phase = 0 };
+	if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, errp))
+		return false;
+	s->bytes = 0;
+	s->new_gen = 0;
+	s->instant = time(NULL);
+	s->renew_ms = util_now_ms() + RENEW_EVERY_MS;
+	for (unsigned i = 0; i < s->nd; i++)
+		if (!send_disk(s, &s->disks[i], &e))
+			goto out;
+	ok = true;
+out:
+	if (ok) {
+		ed = (struct st_edit){ .s = s, .phase = 1, .gen = s->new_gen,
+				       .duration_ms = util_now_ms() - t0 };
+		say(s, "done in %.2f s, %" PRIu64 " bytes on the wire",
+		    (double)(util_now_ms() - t0) / 1000, s->bytes);
+	} else {
+		ed = (struct st_edit){ .s = s, .phase = 2, .e = e };
+		say(s, "failed: %s", e ? e->msg : "?");
+	}
+	{
+		struct err *se = NULL;
+
+		if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, &se)) {
+			log_warn("%s: cannot record the outcome: %s", s->job->id, se->msg);
+			err_free(se);
+		}
+	}
+	if (!ok)
+		err_propagate(errp, &e);
+	return ok;
+}
+
+/* Disks, the target's agent and the guest's QEMU (qmp: the caller's
+ * connection, else one of our own if the guest runs). The failure is
+ * recorded in the job's state. */
+static bool sync_open(struct sync *s, struct tp_qmp *qmp, struct err **errp)
+{
+	struct st_edit ed = { .s = s, .phase = 0 };
+	struct err *e = NULL;
+
+	open_log(s);
+	if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, errp))
+		return false;
+	if (local_disks(s, &e) && connect_agent(s, &e)) {
+		cli_ctl_run_dir(s->job->vmid, s->run_dir, sizeof(s->run_dir));
+		if (qmp)
+			s->qmp = qmp;
+		else if (cli_ctl_running(s->job->vmid, NULL) &&
+			 (s->q = mig_qemu_attach(s->run_dir, 5000, &e)))
+			s->qmp = s->q->qmp;
+	}
+	if (!e)
+		return true;
+	{
+		struct err *se = NULL;
+
+		ed = (struct st_edit){ .s = s, .phase = 2, .e = e };
+		say(s, "failed: %s", e->msg);
+		if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, &se))
+			err_free(se);
+	}
+	err_propagate(errp, &e);
+	return false;
+}
+
+bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skipped,
+		   struct err **errp)
+{
+	_cleanup_free_ struct sync *s = calloc(1, sizeof(*s));
+	struct err *e = NULL;
+	bool ok;
+
+	*skipped = false;
+	if (!s)
+		return err_set(errp, ERR_IO, "out of memory");
+	s->x = x;
+	s->job = job;
+	if (job->disabled) {
+		*skipped = true;
+		return err_set(errp, ERR_STATE, "job %s is disabled", job->id);
+	}
+	if (!clu_guest_read(x->c, job->vmid, &s->g, errp))
+		return false;
+	if (strcmp(s->g.node, x->node)) {
+		*skipped = true;
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is owned by %s: job %s runs "
+			       "there", job->vmid, s->g.node, job->id);
+	}
+	if (!strcmp(job->target, x->node))
+		return err_set(errp, ERR_STATE, "job %s targets %s, where guest %" PRIu32 " runs",
+			       job->id, job->target, job->vmid);
+	/* A migration holds the guest's lock: this run gives way. */
+	if (!cli_ctl_lock(x, job->vmid, &e)) {
+		*skipped = true;
+		err_prefix(e, "job %s skipped", job->id);
+		err_propagate(errp, &e);
+		return false;
+	}
+	if (!repl_state_read(x->c, job->id, &s->st, NULL, errp))
+		return false;
+	ok = sync_open(s, NULL, errp);
+	if (ok) {
+		say(s, "guest %" PRIu32 " to %s, replica generation %" PRIu64, job->vmid,
+		    job->target, s->st.gen);
+		ok = sync_pass(s, errp);
+	}
+	sync_free(s);
+	return ok;
+}
+
+/* ---- a migration to the replica's node ------------------------------------------------ */
+
+struct cli_repl_mig {
+	struct sync s;
+	struct clu_repl_job job;
+	char old_target[CLU_NODE_NAME_MAX + 1];
+};
+
+bool cli_repl_mig_find(struct cli_ctl *x, const struct clu_guest_rec *g, const char *target,
+		       char *job_id, size_t len, bool replicated[CLU_GUEST_DISKS],
+		       struct err **errp)
+{
+	struct clu_repl_conf rc;
+	struct repl_job_state st;
+	struct cli_ctl_storages sto;
+	const struct clu_repl_job *job = NULL;
+	bool any = false;
+
+	if (!cli_repl_read(x, &rc, NULL, errp))
+		return false;
+	for (size_t i = 0; i < rc.n && !job; i++)
+		if (rc.items[i].vmid == g->vmid && !strcmp(rc.items[i].target, target))
+			job = &rc.items[i];
+	if (job)
+		snprintf(job_id, len, "%s", job->id);
+	clu_repl_conf_free(&rc);
+	if (!job || !repl_state_read(x->c, job_id, &st, NULL, errp) || !st.gen)
+		return false;
+	if (!cli_ctl_storages_read(x, &sto, errp))
+		return false;
+	for (int i = 0; i < CLU_GUEST_DISKS; i++) {
+		const struct clu_guest_disk *d = &g->conf.disks[i];
+		const struct clu_storage *so = d->present ? clu_storage_find(&sto.sc, d->storage) :
+							    NULL;
+
+		replicated[i] = so && !so->shared && d->replicate;
+		any |= replicated[i];
+	}
+	cli_ctl_storages_free(&sto);
+	return any;
+}
+
+struct cli_repl_mig *cli_repl_mig_open(struct cli_ctl *x, const struct clu_guest_rec *g,
+				       const char *job_id, struct tp_qmp *qmp, struct err **errp)
+{
+	struct cli_repl_mig *m = calloc(1, sizeof(*m));
+	struct clu_repl_conf rc;
+	const struct clu_repl_job *job;
+
+	if (!m) {
+		err_set(errp, ERR_IO, "out of memory");
+		return NULL;
+	}
+	if (!cli_repl_read(x, &rc, NULL, errp)) {
+		free(m);
+		return NULL;
+	}
+	job = cli_repl_find(&rc, job_id);
+	if (job)
+		m->job = *job;
+	clu_repl_conf_free(&rc);
+	if (!job) {
+		err_set(errp, ERR_STATE, "replication job %s is gone", job_id);
+		free(m);
+		return NULL;
+	}
+	snprintf(m->old_target, sizeof(m->old_target), "%s", m->job.target);
+	m->s.x = x;
+	m->s.job = &m->job;
+	m->s.g = *g;
+	if (!sync_open(&m->s, qmp, errp)) {
+		cli_repl_mig_close(m);
+		return NULL;
+	}
+	return m;
+}
+
+bool cli_repl_mig_sync(struct cli_repl_mig *m, struct err **errp)
+{
+	return sync_pass(&m->s, errp);
+}
+
+static bool flip_conf(struct clu_repl_conf *rc, void *opaque, struct err **errp)
+{
+	struct cli_repl_mig *m = opaque;
+	struct clu_repl_job *j = cli_repl_find(rc, m->job.id);
+
+	if (!j)
+		return err_set(errp, ERR_STATE, "replication job %s is gone", m->job.id);
+	snprintf(j->target, sizeof(j->target), "%s", m->s.x->node);
+	snprintf(j->source, sizeof(j->source), "%s", m->old_target);
+	return true;
+}
+
+static bool flip_state(struct repl_job_state *st, void *opaque)
+{
+	struct cli_repl_mig *m = opaque;
+
+	snprintf(st->target, sizeof(st->target), "%s", m->s.x->node);
+	snprintf(st->node, sizeof(st->node), "%s", m->old_target);
+	return true;
+}
+
+/* The block hashes of one disk's replica go to the new source. */
+static bool send_manifest(struct cli_repl_mig *m, const struct disk *k, struct err **errp)
+{
+	enum { PIECE = 3 * (128u << 10) }; /* 384 KiB: 512 KiB of base64 */
+	char path[1100];
+	_cleanup_free_ char *data = NULL, *b64 = NULL;
+	size_t len = 0;
+
+	manifest_path(&m->s, k->drive, path, sizeof(path));
+	{
+		_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+		struct stat sb;
+
+		if (fd < 0 || fstat(fd, &sb) < 0)
+			return err_set_errno(errp, errno, "open '%s'", path);
+		len = (size_t)sb.st_size;
+		data = malloc(len ? len : 1);
+		if (!data)
+			return err_set(errp, ERR_IO, "out of memory");
+		if (pread(fd, data, len, 0) != (ssize_t)len)
+			return err_set(errp, ERR_IO, "read '%s': short", path);
+	}
+	b64 = malloc(PIECE / 3 * 4 + 1);
+	if (!b64)
+		return err_set(errp, ERR_IO, "out of memory");
+	for (size_t off = 0; off < len; off += PIECE) {
+		size_t n = len - off < PIECE ? len - off : PIECE;
+		struct json_object *req = mig_chan_req("manifest-put");
+		_cleanup_json_ struct json_object *rep = NULL;
+
+		util_base64_encode(data + off, n, b64);
+		json_object_object_add(req, "job", json_object_new_string(m->job.id));
+		json_object_object_add(req, "drive", json_object_new_int((int)k->drive));
+		json_object_object_add(req, "gen", json_object_new_uint64(m->s.new_gen));
+		json_object_object_add(req, "size", json_object_new_uint64(k->size));
+		json_object_object_add(req, "total", json_object_new_uint64(len));
+		json_object_object_add(req, "offset", json_object_new_uint64(off));
+		json_object_object_add(req, "data", json_object_new_string(b64));
+		rep = mig_chan_call(m->s.ch, req, CTL_TIMEOUT_MS, errp);
+		if (!rep)
+			return false;
+	}
+	return true;
+}
+
+bool cli_repl_mig_flip(struct cli_repl_mig *m, struct err **errp)
+{
+	struct sync *s = &m->s;
+	_cleanup_json_ struct json_object *rep = NULL;
+	struct json_object *req;
+
+	if (!s->new_gen)
+		return err_set(errp, ERR_STATE, "job %s: no sync in this migration", m->job.id);
+	/* Here first: once the job points here, the disks must be replicas. */
+	for (unsigned i = 0; i < s->nd; i++) {
+		struct repl_replica_info info = { .gen = s->new_gen, .time = s->instant,
+						  .size = s->disks[i].size };
+
+		snprintf(info.job, sizeof(info.job), "%s", m->job.id);
+		snprintf(info.source, sizeof(info.source), "%s", m->old_target);
+		if (!repl_replica_adopt(s->disks[i].path, &info, errp))
+			return false;
+	}
+	if (!cli_repl_edit(s->x, flip_conf, m, errp) ||
+	    !repl_state_update(s->x->c, m->job.id, flip_state, m, errp))
+		return false;
+	req = mig_chan_req("release");
+	json_object_object_add(req, "job", json_object_new_string(m->job.id));
+	json_object_object_add(req, "vmid", json_object_new_int64(m->job.vmid));
+	rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
+	if (!rep)
+		return false;
+	for (unsigned i = 0; i < s->nd; i++) {
+		char path[1100];
+
+		if (!send_manifest(m, &s->disks[i], errp))
+			return false;
+		manifest_path(s, s->disks[i].drive, path, sizeof(path));
+		unlink(path);
+	}
+	say(s, "job %s now replicates guest %" PRIu32 " from %s to %s (replica generation %"
+	    PRIu64 ")", m->job.id, m->job.vmid, m->old_target, s->x->node, s->new_gen);
+	return true;
+}
+
+void cli_repl_mig_close(struct cli_repl_mig *m)
+{
+	if (!m)
+		return;
+	sync_free(&m->s);
+	free(m);
+}
