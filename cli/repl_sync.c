@@ -122,6 +122,19 @@ static void manifest_path(const struct sync *s, unsigned drive, char *buf, size_
 
 /* ---- the guest's disks ------------------------------------------------------------- */
 
+bool cli_repl_disk_ok(const struct clu_guest_disk *d, struct err **errp)
+{
+	size_t n = strlen(d->volume);
+
+	/* A replica is written with the guest's view of the disk (running) or
+	 * the file's bytes (stopped): the same thing only for raw files. */
+	if (n > 6 && !strcmp(d->volume + n - 6, ".qcow2"))
+		return err_set(errp, ERR_INVAL, "disk %s:%s is qcow2: vmrepl replicates raw "
+			       "volumes (qcow2 is not supported yet; replicate=0 leaves it out)",
+			       d->storage, d->volume);
+	return true;
+}
+
 static bool local_disks(struct sync *s, struct err **errp)
 {
 	struct cli_ctl_storages st;
@@ -143,6 +156,10 @@ static bool local_disks(struct sync *s, struct err **errp)
 		/* Shared disks need no copy; replicate=0 opts a disk out. */
 		if (!d->replicate || (so && so->shared))
 			continue;
+		if (!cli_repl_disk_ok(d, errp)) {
+			ok = false;
+			break;
+		}
 		k = &s->disks[s->nd];
 		*k = (struct disk){ .conf = (unsigned)i, .drive = drive - 1, .d = d };
 		k->path = cli_ctl_disk_path(&st, d, errp);

@@ -8,7 +8,7 @@ PKGS=(
   libjson-c-dev libcmocka-dev libssh2-1-dev libssl-dev libzstd-dev liburing-dev libsqlite3-dev libnbd-dev
   corosync libcpg-dev libquorum-dev libvotequorum-dev libcmap-dev libcorosync-common-dev
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
-  qemu-system-x86 qemu-utils openssh-server openssh-client
+  qemu-system-x86 qemu-utils openssh-server openssh-client rsync
   busybox-static cpio iproute2 tini procps kmod
 )
 

@@ -190,6 +190,22 @@ expect 2 "unknown option '--froce-leave'" "$M" drain uno --froce-leave
 expect 2 "invalid node name '../x'" "$M" undrain ../x
 expect 2 "unknown node 'quattro'" "$M" undrain quattro
 [ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmmigrate input changed the store"; fail=$((fail + 1)); }
+# vmrepl: the same rules (guest 106 on uno, stopped; no jobs yet).
+R="$B/vmrepl"
+expect 2 "unknown command 'frob'" "$R" frob
+expect 2 "invalid job id '106'" "$R" create 106 due
+expect 2 "invalid job id '106-x'" "$R" create 106-x due
+expect 2 "invalid schedule 'mon..fry 8:00': unknown weekday 'fry'" "$R" create 106-0 due --schedule 'mon..fry 8:00'
+expect 2 "invalid schedule '25:00'" "$R" create 106-0 due --schedule '25:00'
+expect 2 "unknown target node 'quattro'" "$R" create 106-0 quattro
+expect 2 "guest 107 does not exist" "$R" create 107-0 due
+expect 2 "invalid rate (MB/s) 'fast'" "$R" create 106-0 due --rate fast
+expect 2 "unknown option '--shedule'" "$R" create 106-0 due --shedule '*/5'
+expect 2 "no replication job 106-3" "$R" update 106-3 --rate 5
+expect 2 "no replication job 106-3" "$R" delete 106-3
+expect 2 "no replication job 106-3" "$R" schedule-now 106-3
+expect 2 "invalid output format 'xml'" "$R" list --output xml
+[ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmrepl input changed the store"; fail=$((fail + 1)); }
 kill "$vmmd_pid"; wait "$vmmd_pid" 2>/dev/null
 
 echo "cli: $pass passed, $fail failed"
