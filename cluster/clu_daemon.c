@@ -297,6 +297,7 @@ static void register_node(struct clu_daemon *d)
 	struct clu_op op = { .kind = CLU_OP_PUT, .if_version = -1 };
 	struct clu_pending *p;
 	struct err *e = NULL;
+	uint64_t version = 0;
 
 	if (!d->node[0] || asprintf(&key, "nodes/%s", d->node) < 0)
 		return;
@@ -305,7 +306,7 @@ static void register_node(struct clu_daemon *d)
 	json_object_object_add(want, "links", links);
 	if ((hk = ssh_host_key()))
 		json_object_object_add(want, "ssh_host_key", json_object_new_string(hk));
-	cur = clu_store_get(d->store, key, NULL, NULL);
+	cur = clu_store_get(d->store, key, &version, NULL);
 	old = cur ? json_tokener_parse(cur) : NULL;
 	if (old && json_object_object_get_ex(old, "maintenance", &m))
 		json_object_object_add(want, "maintenance", json_object_get(m));
@@ -316,6 +317,10 @@ static void register_node(struct clu_daemon *d)
 	op.key = key;
 	op.value = json_object_to_json_string_ext(want, JSON_C_TO_STRING_PLAIN);
 	op.ts_ms = wall_ms();
+	/* Only over the record just read: a drain's maintenance flag written
+	 * meanwhile makes this a conflict (retried with the flag) instead of
+	 * being overwritten. */
+	op.if_version = cur ? (int64_t)version : 0;
 	if (d->standalone) {
 		if (!clu_store_apply(d->store, &op, &e))
 			log_warn("cannot register node %s: %s", d->node, e->msg);
@@ -758,6 +763,13 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		int idx[CLU_MAX_CLIENTS + 4], n = 0;
 
 		clu_cc_check_mode(d);
+		/* The node record is written when a sync ends or quorum returns; one
+		 * lost on the way (a membership change, a conflict) is redone here. */
+		if (!d->standalone && d->state == CLU_D_SYNCED && d->quorate &&
+		    util_now_ms() >= d->register_at) {
+			d->register_at = util_now_ms() + 2000;
+			register_node(d);
+		}
 		if (!d->standalone && !d->connected && util_now_ms() >= d->reconnect_at) {
 			struct err *e = NULL;
 

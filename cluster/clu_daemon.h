@@ -83,6 +83,7 @@ struct clu_daemon {
 	uint32_t view[CLU_MAX_MEMBERS]; /* corosync's membership (quorum view) */
 	unsigned nview;
 	int64_t reconnect_at;
+	int64_t register_at;     /* next check of this node's record */
 
 	/* membership and sync */
 	struct clu_member members[CLU_MAX_MEMBERS];

@@ -126,16 +126,16 @@ node_vmmd_stop() { local p; p=$(cat "$TB_STATE/$1/vmm/vmmd.pid" 2>/dev/null) && 
 nst() { VMM_SOCKET=$TB_STATE/$1/vmm/vmmd.sock "$VMSTORE" "${@:2}"; }
 nst_field() { nst "$1" status 2>/dev/null | grep -oE "\"$2\":(\"[^\"]*\"|[a-z0-9]+)" | head -1 | cut -d: -f2 | tr -d '"'; }
 # node_wait_synced NODE...: each testbed vmmd synced, quorate, with its
-# node record (and SSH host key) in the store (15 s).
+# node record (and SSH host key) in the store (30 s; else what it says).
 node_wait_synced() {
   local n i
   for n in "$@"; do
-    for ((i = 0; i < 150; i++)); do
+    for ((i = 0; i < 300; i++)); do
       [ "$(nst_field "$n" state)" = synced ] && [ "$(nst_field "$n" quorate)" = true ] &&
         nst "$n" get "nodes/$n" 2>/dev/null | grep -q ssh_host_key && break
       sleep 0.1
     done
-    ((i < 150)) || die "vmmd on $n not synced with its node record after 15 s"
+    ((i < 300)) || die "vmmd on $n not synced with its node record after 30 s: $(nst "$n" status 2>&1 | head -c 400); log: $(tail -5 "$TB_STATE/$n/vmm/vmmd.log" 2>/dev/null | tr '\n' '|')"
   done
 }
 
