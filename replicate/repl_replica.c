@@ -874,6 +874,7 @@ bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_
 	struct tp_stream_progress fin;
 	_cleanup_close_ int dfd = -1;
 	struct rpaths p;
+	int64_t t[3];
 	bool ok;
 
 	if (!rpaths_init(&p, path, errp) || !repl_replica_recover(path, &in, errp))
@@ -889,14 +890,21 @@ bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_
 	if (info->size != in.size)
 		return err_set(errp, ERR_STATE, "replica '%s' has %" PRIu64 " bytes, the update %" PRIu64,
 			       path, in.size, info->size);
+	t[0] = util_now_ms();
 	ok = receive(p.delta, in_fd, in.size, &cm.r, &fin, &dfd, errp);
+	t[1] = util_now_ms();
 	if (ok && !commit_store(&p, &cm, errp)) {
 		unlink(p.commit); /* perhaps there, not durably: both go, commit first */
 		unlink(p.delta);
 		ok = false;
 	}
+	t[2] = util_now_ms();
 	/* From here a failure leaves the commit, which recovery applies. */
 	ok = ok && apply(&p, &in, &cm, dfd, errp) && finish(&p, errp);
+	if (ok)
+		log_info("replica '%s': generation %" PRIu64 " (%zu extents): received in %" PRId64
+			 " ms, committed in %" PRId64 " ms, applied in %" PRId64 " ms", p.vol, info->gen,
+			 cm.r.n, t[1] - t[0], t[2] - t[1], util_now_ms() - t[2]);
 	ranges_fini(&cm.r);
 	if (ok && final)
 		*final = fin;

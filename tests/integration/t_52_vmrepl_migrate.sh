@@ -2,6 +2,8 @@
 # A migration to the replica's node sends only the delta, and the job turns
 # around. Guest 185 on uno writes stamped blocks to a local 256 MiB disk
 # (96 MiB of it random data first); job 185-0 replicates it to due.
+#  - a sync that fails (replica immutable) aborts the migration before it
+#    began: the guest runs on uno, the job records the failure;
 #  - online uno -> due: a sync before the transfer and a last one at the
 #    switchover (guest paused) move about what the guest wrote, far less
 #    than the full sync did; the guest runs on due on its replica with its
@@ -84,6 +86,19 @@ wait_gen 1
 full=$(sfield bytes)
 [ "$full" -gt $((96 << 20)) ] || die "the full sync sent only $full bytes"
 
+# 0. A sync that fails (the replica cannot be written: immutable) aborts the
+# migration before it began: the guest runs on, the failure is recorded.
+chattr +i "$(vol due)"
+rc=0; mig uno 185 due --online --with-local-disks --migration_network "$NET" >"$RUN/fail.out" 2>&1 || rc=$?
+chattr -i "$(vol due)"
+[ "$rc" = 1 ] || die "migration onto a broken replica: rc $rc: $(tail -3 "$RUN/fail.out")"
+grep -q 'aborted before it began (replication job 185-0)' "$RUN/fail.out" || die "refusal: $(tail -3 "$RUN/fail.out")"
+ctl uno config 185 | grep -qx 'node: uno' || die "the failed migration moved the guest"
+intact uno "after the failed sync"
+[ "$(sfield state)" = error ] && [ "$(sfield fail_count)" = 1 ] || die "failure not recorded: $(state)"
+nst uno list migrations/ | grep -q . && die "record left: $(nst uno list migrations/)"
+note "a failed sync aborts the migration: $(grep -o 'aborted before.*' "$RUN/fail.out" | head -c 200)"
+
 # 1. Online to the replica's node: only the delta.
 mig uno 185 due --online --with-local-disks --migration_network "$NET" >"$RUN/hop1.out" 2>&1 ||
   die "hop 1: $(tail -5 "$RUN/hop1.out")"
@@ -109,6 +124,10 @@ grep -q "\"gen\":$g," "$(vol uno).repl" || die "hop 1: replica generation: $(cat
 [ -e "$(vol due).repl" ] && die "hop 1: due's disk still has replica side files"
 [ -s "$TB_STATE/due/vmm/repl/185-0/drive0.manifest" ] || die "hop 1: no block hashes on due"
 note "hop 1 uno -> due: $delta bytes of disk on the wire for about $written written (full sync: $full), generation $g; $(grep -oE 'downtime [0-9]+ ms' "$RUN/hop1.out" | head -1)"
+
+# Where the downtime went (the last sync's steps, source and target side).
+grep -E 'last replication sync|dirty extent|incremental sync|done in|switchover|downtime' "$RUN/hop1.out" | tail -8 || true
+grep -h 'received in' "$TB_STATE/due/vmm/repl/agent.log" 2>/dev/null | tail -2 || true
 
 # 2. The next sync runs from due and compares hashes; paused, the replica equals the disk.
 "$VMGUEST" qmp --dir "$(rundir due 185)" stop >/dev/null
