@@ -663,7 +663,7 @@ static bool hook_repl_final(void *opaque, struct err **errp)
 
 	log_info("guest %" PRIu32 ": last replication sync (job %s), guest paused", r->g->vmid,
 		 r->repl_job);
-	return cli_repl_mig_sync(r->rm, errp);
+	return cli_repl_mig_sync(r->rm, true, errp);
 }
 
 static int fail(struct run *r, struct err *e)
@@ -798,7 +798,7 @@ static int exec_migrate(const struct cli_args *a)
 			any |= r.replicated[i];
 		/* The replicas catch up while the guest runs on. */
 		if (any && (!(r.rm = cli_repl_mig_open(&r.x, r.g, r.repl_job, src ? src->qmp : NULL,
-							&e)) || !cli_repl_mig_sync(r.rm, &e))) {
+							&e)) || !cli_repl_mig_sync(r.rm, false, &e))) {
 			err_prefix(e, "migration of guest %" PRIu32 " to %s aborted before it began "
 				   "(replication job %s)", vmid, r.target.name, r.repl_job);
 			mig_qemu_release(src);

@@ -62,7 +62,8 @@ void cli_repl_manifest_path(const char *job, unsigned drive, char *buf, size_t l
  * (conf.disks index). False with *errp unset: there is none.
  * open: the sync session, inside the caller's guest lock; qmp: the running
  * guest's QMP connection (the migration's), NULL for a stopped guest.
- * sync: one pass over the disks, recorded in the job's state.
+ * sync: one pass over the disks, recorded in the job's state; paused (the
+ * switchover's): the block hashes wait for flip, outside the downtime.
  * flip: after the migration succeeded (the target owns the guest). */
 struct cli_repl_mig;
 bool cli_repl_mig_find(struct cli_ctl *x, const struct clu_guest_rec *g, const char *target,
@@ -70,7 +71,7 @@ bool cli_repl_mig_find(struct cli_ctl *x, const struct clu_guest_rec *g, const c
 		       struct err **errp);
 struct cli_repl_mig *cli_repl_mig_open(struct cli_ctl *x, const struct clu_guest_rec *g,
 				       const char *job_id, struct tp_qmp *qmp, struct err **errp);
-bool cli_repl_mig_sync(struct cli_repl_mig *m, struct err **errp);
+bool cli_repl_mig_sync(struct cli_repl_mig *m, bool paused, struct err **errp);
 bool cli_repl_mig_flip(struct cli_repl_mig *m, struct err **errp);
 void cli_repl_mig_close(struct cli_repl_mig *m);
 

@@ -51,6 +51,11 @@ struct disk {
 	const struct clu_guest_disk *d;
 	char *path;               /* the source file */
 	uint64_t size;
+	/* hashes left for later (a migration's last sync): the extents sent
+	 * to make generation hashed_gen + 1 out of the manifest's hashed_gen */
+	struct tp_extent *later;
+	size_t nlater;
+	uint64_t hashed_gen;
 };
 
 struct sync {
@@ -73,6 +78,7 @@ struct sync {
 	uint64_t bytes;
 	int64_t renew_ms;         /* next renewal of the guest lock */
 	uint64_t new_gen;         /* the replicas' generation after this run */
+	bool hashes_later;        /* this pass: no block hashes (guest paused) */
 };
 
 /* Logged to stderr (the caller's log) and to the job's log file. */
@@ -339,6 +345,16 @@ static bool choose_extents(struct sync *s, struct disk *k, struct source *src, u
 		return false;
 	if (incremental)
 		*m = repl_manifest_load(mpath, k->size, base, &e);
+	if (incremental && src->f && complete && s->hashes_later) {
+		/* The guest waits: the hashes are brought up to date afterwards,
+		 * from the file (repl_mig_hashes); until then the manifest names
+		 * the previous generation, which no sync takes for this one. */
+		say(s, "disk %s:%s: %zu dirty extent(s) since the last sync", k->d->storage,
+		    k->d->volume, *n);
+		err_free(TAKE_PTR(e));
+		repl_manifest_free(TAKE_PTR(*m));
+		return true;
+	}
 	if (incremental && src->f && complete) {
 		/* The bitmap says what changed; the hashes follow it. */
 		say(s, "disk %s:%s: %zu dirty extent(s) since the last sync", k->d->storage,
@@ -490,8 +506,15 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 		free(all);
 	}
 	manifest_path(s, k->drive, mpath, sizeof(mpath));
-	if (!repl_manifest_save(m, mpath, full ? 1 : gen + 1, errp))
+	if (!m) {
+		/* Hashes later: keep what went. */
+		free(k->later);
+		k->later = TAKE_PTR(ext);
+		k->nlater = n;
+		k->hashed_gen = gen;
+	} else if (!repl_manifest_save(m, mpath, full ? 1 : gen + 1, errp)) {
 		goto out;
+	}
 	if ((full ? 1 : gen + 1) > s->new_gen)
 		s->new_gen = full ? 1 : gen + 1;
 	s->bytes += fin.wire_bytes;
@@ -567,8 +590,10 @@ static void sync_free(struct sync *s)
 	tp_ssh_close(s->ctl_ssh);
 	cli_mig_peer_free(&s->peer);
 	mig_qemu_release(s->q);
-	for (unsigned i = 0; i < s->nd; i++)
+	for (unsigned i = 0; i < s->nd; i++) {
 		free(s->disks[i].path);
+		free(s->disks[i].later);
+	}
 	if (s->logf)
 		fclose(s->logf);
 }
@@ -773,9 +798,55 @@ struct cli_repl_mig *cli_repl_mig_open(struct cli_ctl *x, const struct clu_guest
 	return m;
 }
 
-bool cli_repl_mig_sync(struct cli_repl_mig *m, struct err **errp)
+bool cli_repl_mig_sync(struct cli_repl_mig *m, bool paused, struct err **errp)
 {
-	return sync_pass(&m->s, errp);
+	bool ok;
+
+	m->s.hashes_later = paused;
+	ok = sync_pass(&m->s, errp);
+	m->s.hashes_later = false;
+	return ok;
+}
+
+static bool read_file(void *opaque, void *buf, size_t len, uint64_t off, struct err **errp)
+{
+	int fd = *(int *)opaque;
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t r = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			return r < 0 ? err_set_errno(errp, errno, "read the disk") :
+				       err_set(errp, ERR_IO, "the disk ended early");
+		done += (size_t)r;
+	}
+	return true;
+}
+
+/* The hashes a paused sync left for later, from the old source's file
+ * (its QEMU is gone: the file holds the new generation). */
+static bool mig_hashes(struct sync *s, struct disk *k, struct err **errp)
+{
+	char mpath[1100];
+	struct repl_manifest *m;
+	_cleanup_close_ int fd = -1;
+	bool ok;
+
+	if (!k->later)
+		return true;
+	manifest_path(s, k->drive, mpath, sizeof(mpath));
+	m = repl_manifest_load(mpath, k->size, k->hashed_gen, errp);
+	if (!m)
+		return false;
+	fd = open(k->path, O_RDONLY | O_CLOEXEC);
+	ok = fd >= 0 ? repl_manifest_update(m, read_file, &fd, k->later, k->nlater, errp) &&
+		       repl_manifest_save(m, mpath, k->hashed_gen + 1, errp) :
+		       err_set_errno(errp, errno, "open '%s'", k->path);
+	repl_manifest_free(m);
+	return ok;
 }
 
 static bool flip_conf(struct clu_repl_conf *rc, void *opaque, struct err **errp)
@@ -873,10 +944,17 @@ bool cli_repl_mig_flip(struct cli_repl_mig *m, struct err **errp)
 		return false;
 	for (unsigned i = 0; i < s->nd; i++) {
 		char path[1100];
+		struct err *he = NULL;
 
-		if (!send_manifest(m, &s->disks[i], errp))
-			return false;
 		manifest_path(s, s->disks[i].drive, path, sizeof(path));
+		if (!mig_hashes(s, &s->disks[i], &he)) {
+			/* The new source then hashes its disk once itself. */
+			say(s, "disk %s:%s: no block hashes for %s: %s", s->disks[i].d->storage,
+			    s->disks[i].d->volume, m->old_target, he->msg);
+			err_free(he);
+		} else if (!send_manifest(m, &s->disks[i], errp)) {
+			return false;
+		}
 		unlink(path);
 	}
 	say(s, "job %s now replicates guest %" PRIu32 " from %s to %s (replica generation %"
