@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#define SYNC_STALL_MS 15000
+
 static const char *const state_names[] = {
 	[CLU_D_STANDALONE] = "standalone",
 	[CLU_D_DISCONNECTED] = "disconnected",
@@ -248,6 +250,7 @@ void clu_daemon_confchg(struct clu_daemon *d, const struct cpg_address *m, size_
 	/* Sent writes not yet delivered were delivered in the old
 	 * configuration if at all; the rest wait for the new sync. */
 	clu_daemon_set_state(d, CLU_D_SYNCING);
+	d->sync_round_ms = util_now_ms();
 	announce_state(d);
 }
 
@@ -769,6 +772,15 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		    util_now_ms() >= d->register_at) {
 			d->register_at = util_now_ms() + 2000;
 			register_node(d);
+		}
+		/* Liveness: a sync round that has not finished in 15 s (every member
+		 * announces at once, the leader ships a few chunks) is stuck; leaving
+		 * and rejoining the group starts a new round everywhere. */
+		if (!d->standalone && d->connected && d->state == CLU_D_SYNCING &&
+		    util_now_ms() - d->sync_round_ms > SYNC_STALL_MS) {
+			log_warn("sync: no progress for %d s (leader node %u, %u member(s)); rejoining",
+				 SYNC_STALL_MS / 1000, d->leader, d->nmembers);
+			clu_cs_disconnect(d, "sync stalled");
 		}
 		if (!d->standalone && !d->connected && util_now_ms() >= d->reconnect_at) {
 			struct err *e = NULL;

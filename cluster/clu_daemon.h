@@ -84,6 +84,7 @@ struct clu_daemon {
 	unsigned nview;
 	int64_t reconnect_at;
 	int64_t register_at;     /* next check of this node's record */
+	int64_t sync_round_ms;   /* when the current sync round began */
 
 	/* membership and sync */
 	struct clu_member members[CLU_MAX_MEMBERS];
