@@ -76,7 +76,7 @@ bool clu_cs_connect(struct clu_daemon *d, struct err **errp)
 	votequorum_callbacks_t vcb = { 0 };
 	struct cpg_name group;
 	uint32_t qtype, quorate = 0;
-	unsigned int nodeid;
+	unsigned int nodeid = 0;
 	cs_error_t r;
 
 	the_daemon = d;
@@ -94,8 +94,19 @@ bool clu_cs_connect(struct clu_daemon *d, struct err **errp)
 		quorum_finalize(d->quorum);
 		return err_set(errp, ERR_IO, "votequorum: %s", cs_str(r));
 	}
+	/* Our node id is how the sync recognises its own announcement (and so
+	 * whether it is the leader that must ship the store): without it a
+	 * node would wait for itself forever. A corosync still starting says
+	 * try again. */
+	for (int i = 0; i < 100 && (r = cpg_local_get(d->cpg, &nodeid)) == CS_ERR_TRY_AGAIN; i++)
+		usleep(10000);
+	if (r != CS_OK || !nodeid) {
+		cpg_finalize(d->cpg);
+		quorum_finalize(d->quorum);
+		votequorum_finalize(d->vq);
+		return err_set(errp, ERR_IO, "cpg: no local node id (%s)", cs_str(r));
+	}
 	d->connected = true;
-	cpg_local_get(d->cpg, &nodeid);
 	d->nodeid = nodeid;
 	d->pid = (uint32_t)getpid();
 	cpg_fd_get(d->cpg, &d->cpg_fd);
