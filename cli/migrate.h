@@ -120,4 +120,10 @@ extern const struct cli_cmd cli_migrate_drain, cli_migrate_undrain;
 extern int cli_migrate_argc;
 extern char **cli_migrate_argv;
 
+/* A request's fields, as the agents read them: the string at key (NULL if
+ * absent or not a string); the integer at key (false if absent or not an
+ * integer, *out unchanged). */
+const char *cli_mig_jstr(struct json_object *o, const char *key);
+bool cli_mig_jint(struct json_object *o, const char *key, int64_t *out);
+
 #endif

@@ -71,29 +71,11 @@ struct agent {
 	bool nbd;                /* the target QEMU serves its new disks over NBD */
 };
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
-		       json_object_get_string(v) : NULL;
-}
-
-static bool jint(struct json_object *o, const char *key, int64_t *out)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return false;
-	*out = json_object_get_int64(v);
-	return true;
-}
-
 static bool req_vmid(struct agent *ag, struct json_object *req, struct err **errp)
 {
 	int64_t v;
 
-	if (!jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
+	if (!cli_mig_jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
 		return err_set(errp, ERR_PROTO, "request without a valid vmid");
 	if (ag->vmid && ag->vmid != (uint32_t)v)
 		return err_set(errp, ERR_STATE, "this session is for guest %" PRIu32, ag->vmid);
@@ -181,7 +163,7 @@ static char *new_volume_path(struct agent *ag, const char *sid, const char *vol,
 static struct json_object *do_facts(struct agent *ag, struct json_object *req, struct err **errp)
 {
 	_cleanup_json_ struct json_object *rep = mig_chan_ok();
-	const char *cidr = jstr(req, "cidr"), *cpu = jstr(req, "cpu"), *accel_s = jstr(req, "accel");
+	const char *cidr = cli_mig_jstr(req, "cidr"), *cpu = cli_mig_jstr(req, "cpu"), *accel_s = cli_mig_jstr(req, "accel");
 	struct json_object *stor;
 	enum mig_accel accel = MIG_ACCEL_TCG;
 	int64_t need = 0;
@@ -204,7 +186,7 @@ static struct json_object *do_facts(struct agent *ag, struct json_object *req, s
 		}
 		json_object_object_add(rep, "address", json_object_new_string(addr));
 	}
-	if (jint(req, "memory", &need) && need > 0) {
+	if (cli_mig_jint(req, "memory", &need) && need > 0) {
 		struct cli_node_mem m;
 
 		if (!cli_ctl_node_mem(&ag->x, ag->vmid, &m, errp))
@@ -227,7 +209,7 @@ static struct json_object *do_facts(struct agent *ag, struct json_object *req, s
 		return NULL;
 	if (cpu) {
 		snprintf(root, sizeof(root), "%s/libvirt", cli_ctl_data_dir());
-		if (!mig_host_cpu_check(cpu, accel, jstr(req, "cpu_xml"), root, errp)) {
+		if (!mig_host_cpu_check(cpu, accel, cli_mig_jstr(req, "cpu_xml"), root, errp)) {
 			err_prefix(errp ? *errp : NULL, "node %s", ag->x.node);
 			return NULL;
 		}
@@ -370,15 +352,15 @@ static bool new_disks(struct agent *ag, struct clu_guest_rec *r, struct json_obj
 		return err_set(errp, ERR_PROTO, "too many disks");
 	for (size_t k = 0; k < n; k++) {
 		struct json_object *d = json_object_array_get_idx(disks, k);
-		const char *sid = jstr(d, "storage"), *tsid = jstr(d, "target_storage");
-		const char *vol = jstr(d, "volume");
+		const char *sid = cli_mig_jstr(d, "storage"), *tsid = cli_mig_jstr(d, "target_storage");
+		const char *vol = cli_mig_jstr(d, "volume");
 		int64_t drive = -1, size = 0;
 		_cleanup_close_ int fd = -1;
 		struct clu_guest_disk *gd = NULL;
 		char *path;
 		int ord = 0;
 
-		if (!sid || !tsid || !vol || !jint(d, "drive", &drive) || !jint(d, "size", &size) ||
+		if (!sid || !tsid || !vol || !cli_mig_jint(d, "drive", &drive) || !cli_mig_jint(d, "size", &size) ||
 		    size <= 0)
 			return err_set(errp, ERR_PROTO, "a disk needs drive, storage, "
 				       "target_storage, volume and size");
@@ -436,7 +418,7 @@ static bool serve_disks(struct agent *ag, struct json_object *disks, const char 
 		int64_t drive = 0;
 		char name[32], node[32], id[40];
 
-		jint(json_object_array_get_idx(disks, k), "drive", &drive);
+		cli_mig_jint(json_object_array_get_idx(disks, k), "drive", &drive);
 		snprintf(name, sizeof(name), "drive%" PRId64, drive);
 		snprintf(node, sizeof(node), "disk%" PRId64, drive);
 		snprintf(id, sizeof(id), "vmm-export-%" PRId64, drive);
@@ -460,7 +442,7 @@ static struct json_object *do_start(struct agent *ag, struct json_object *req, s
 {
 	_cleanup_free_ struct clu_guest_rec *r = calloc(1, sizeof(*r));
 	struct cli_ctl_spec_files f = { .ndisks = 0 };
-	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer"), *accel_s = jstr(req, "accel");
+	const char *bind = cli_mig_jstr(req, "bind"), *peer = cli_mig_jstr(req, "peer"), *accel_s = cli_mig_jstr(req, "accel");
 	struct mig_qemu_spec spec;
 	struct json_object *rep;
 	struct json_object *disks = NULL;
@@ -477,7 +459,7 @@ static struct json_object *do_start(struct agent *ag, struct json_object *req, s
 		err_set(errp, ERR_STATE, "a target QEMU is already started in this session");
 		return NULL;
 	}
-	if (!bind || !jint(req, "mem_bytes", &mem) || mem <= 0 || !accel_s) {
+	if (!bind || !cli_mig_jint(req, "mem_bytes", &mem) || mem <= 0 || !accel_s) {
 		err_set(errp, ERR_PROTO, "start needs bind, mem_bytes and accel");
 		return NULL;
 	}
@@ -555,7 +537,7 @@ static struct json_object *do_wait_loaded(struct agent *ag, struct json_object *
 		err_set(errp, ERR_STATE, "no target QEMU");
 		return NULL;
 	}
-	jint(req, "timeout_ms", &t);
+	cli_mig_jint(req, "timeout_ms", &t);
 	if (!mig_target_local_wait_loaded(ag->q->qmp, (int)t, errp))
 		return NULL;
 	return mig_chan_ok();
@@ -617,9 +599,9 @@ static struct json_object *do_quit(struct agent *ag, struct err **errp)
 static struct json_object *do_recv_volume(struct agent *ag, struct json_object *req,
 					  struct err **errp)
 {
-	const char *sid = jstr(req, "storage"), *vol = jstr(req, "volume");
-	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer");
-	const char *tsid = jstr(req, "target_storage");
+	const char *sid = cli_mig_jstr(req, "storage"), *vol = cli_mig_jstr(req, "volume");
+	const char *bind = cli_mig_jstr(req, "bind"), *peer = cli_mig_jstr(req, "peer");
+	const char *tsid = cli_mig_jstr(req, "target_storage");
 	_cleanup_free_ char *path = NULL;
 	struct json_object *rep;
 	int64_t size = 0;
@@ -627,7 +609,7 @@ static struct json_object *do_recv_volume(struct agent *ag, struct json_object *
 
 	if (!req_vmid(ag, req, errp))
 		return NULL;
-	if (!sid || !vol || !bind || !jint(req, "size", &size) || size <= 0) {
+	if (!sid || !vol || !bind || !cli_mig_jint(req, "size", &size) || size <= 0) {
 		err_set(errp, ERR_PROTO, "recv-volume needs storage, volume, size and bind");
 		return NULL;
 	}
@@ -811,7 +793,7 @@ int cli_migrate_agent(void)
 			err_free(TAKE_PTR(e));
 			break;
 		}
-		cmd = jstr(req, "cmd");
+		cmd = cli_mig_jstr(req, "cmd");
 		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
 		if (!rep) {
 			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);

@@ -60,24 +60,6 @@ struct agent {
 	size_t mani_len, mani_have;
 };
 
-static const char *jstr(struct json_object *o, const char *k)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ?
-		       json_object_get_string(v) : NULL;
-}
-
-static bool jint(struct json_object *o, const char *k, int64_t *out)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, k, &v) || !json_object_is_type(v, json_type_int))
-		return false;
-	*out = json_object_get_int64(v);
-	return true;
-}
-
 /* The guest must not be this node's: a replica is never a live disk. */
 static bool not_ours(struct agent *ag, struct json_object *req, uint32_t *vmid,
 		     struct err **errp)
@@ -87,7 +69,7 @@ static bool not_ours(struct agent *ag, struct json_object *req, uint32_t *vmid,
 
 	if (!g)
 		return err_set(errp, ERR_IO, "out of memory");
-	if (!jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
+	if (!cli_mig_jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
 		return err_set(errp, ERR_PROTO, "request without a valid vmid");
 	*vmid = (uint32_t)v;
 	if (!clu_guest_read(ag->x.c, *vmid, g, errp))
@@ -121,7 +103,7 @@ static char *replica_path(struct agent *ag, const char *sid, const char *vol, st
 
 static struct json_object *do_address(struct json_object *req, struct err **errp)
 {
-	const char *cidr = jstr(req, "cidr");
+	const char *cidr = cli_mig_jstr(req, "cidr");
 	struct json_object *rep;
 	char addr[64];
 
@@ -137,11 +119,11 @@ static struct json_object *do_info(struct agent *ag, struct json_object *req, st
 	_cleanup_free_ char *path = NULL;
 	struct repl_replica_info info;
 	struct json_object *rep;
-	const char *job = jstr(req, "job");
+	const char *job = cli_mig_jstr(req, "job");
 	uint32_t vmid;
 
 	if (!not_ours(ag, req, &vmid, errp) ||
-	    !(path = replica_path(ag, jstr(req, "storage"), jstr(req, "volume"), errp)) ||
+	    !(path = replica_path(ag, cli_mig_jstr(req, "storage"), cli_mig_jstr(req, "volume"), errp)) ||
 	    !repl_replica_recover(path, &info, errp))
 		return NULL;
 	rep = mig_chan_ok();
@@ -156,8 +138,8 @@ static struct json_object *do_info(struct agent *ag, struct json_object *req, st
 
 static struct json_object *do_recv(struct agent *ag, struct json_object *req, struct err **errp)
 {
-	const char *job = jstr(req, "job"), *mode = jstr(req, "mode");
-	const char *bind = jstr(req, "bind"), *peer = jstr(req, "peer");
+	const char *job = cli_mig_jstr(req, "job"), *mode = cli_mig_jstr(req, "mode");
+	const char *bind = cli_mig_jstr(req, "bind"), *peer = cli_mig_jstr(req, "peer");
 	_cleanup_free_ char *path = NULL, *dir = NULL;
 	struct repl_replica_info cur;
 	struct json_object *rep;
@@ -169,14 +151,14 @@ static struct json_object *do_recv(struct agent *ag, struct json_object *req, st
 		err_set(errp, ERR_STATE, "a stream is already expected");
 		return NULL;
 	}
-	if (!job || !mode || !bind || !jint(req, "size", &size) || size <= 0 ||
-	    !jint(req, "gen", &gen) || gen <= 0 || !jint(req, "time", &t) ||
+	if (!job || !mode || !bind || !cli_mig_jint(req, "size", &size) || size <= 0 ||
+	    !cli_mig_jint(req, "gen", &gen) || gen <= 0 || !cli_mig_jint(req, "time", &t) ||
 	    (strcmp(mode, "create") && strcmp(mode, "update"))) {
 		err_set(errp, ERR_PROTO, "recv needs job, size, gen, time, mode and bind");
 		return NULL;
 	}
 	if (!not_ours(ag, req, &vmid, errp) ||
-	    !(path = replica_path(ag, jstr(req, "storage"), jstr(req, "volume"), errp)) ||
+	    !(path = replica_path(ag, cli_mig_jstr(req, "storage"), cli_mig_jstr(req, "volume"), errp)) ||
 	    !repl_replica_recover(path, &cur, errp))
 		return NULL;
 	if (!strcmp(mode, "create")) {
@@ -250,7 +232,7 @@ static struct json_object *do_remove(struct agent *ag, struct json_object *req,
 				     struct err **errp)
 {
 	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
-	const char *job = jstr(req, "job");
+	const char *job = cli_mig_jstr(req, "job");
 	unsigned removed = 0;
 	struct json_object *rep;
 	uint32_t vmid;
@@ -282,12 +264,12 @@ static struct json_object *do_release(struct agent *ag, struct json_object *req,
 				      struct err **errp)
 {
 	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
-	const char *job = jstr(req, "job");
+	const char *job = cli_mig_jstr(req, "job");
 	unsigned released = 0;
 	struct json_object *rep;
 	int64_t v;
 
-	if (!g || !job || !jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX) {
+	if (!g || !job || !cli_mig_jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX) {
 		err_set(errp, g ? ERR_PROTO : ERR_IO, g ? "release needs job and vmid" :
 			"out of memory");
 		return NULL;
@@ -324,16 +306,16 @@ static struct json_object *do_release(struct agent *ag, struct json_object *req,
 static struct json_object *do_manifest_put(struct agent *ag, struct json_object *req,
 					   struct err **errp)
 {
-	const char *job = jstr(req, "job"), *data = jstr(req, "data");
+	const char *job = cli_mig_jstr(req, "job"), *data = cli_mig_jstr(req, "data");
 	int64_t drive = -1, gen = 0, size = 0, total = 0, off = -1;
 	size_t n = 0;
 	char path[1100], tmp[1200], dir[1100];
 	uint32_t vmid;
 
-	if (!job || !data || !jint(req, "drive", &drive) || drive < 0 || drive > 99 ||
-	    !jint(req, "gen", &gen) || gen <= 0 || !jint(req, "size", &size) || size <= 0 ||
-	    !jint(req, "total", &total) || total <= 0 || total > MANIFEST_MAX ||
-	    !jint(req, "offset", &off) || off < 0) {
+	if (!job || !data || !cli_mig_jint(req, "drive", &drive) || drive < 0 || drive > 99 ||
+	    !cli_mig_jint(req, "gen", &gen) || gen <= 0 || !cli_mig_jint(req, "size", &size) || size <= 0 ||
+	    !cli_mig_jint(req, "total", &total) || total <= 0 || total > MANIFEST_MAX ||
+	    !cli_mig_jint(req, "offset", &off) || off < 0) {
 		err_set(errp, ERR_PROTO, "manifest-put needs job, drive, gen, size, total, offset "
 			"and base64 data");
 		return NULL;
@@ -461,7 +443,7 @@ int cli_repl_agent(void)
 			err_free(TAKE_PTR(e));
 			break;
 		}
-		cmd = jstr(req, "cmd");
+		cmd = cli_mig_jstr(req, "cmd");
 		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
 		if (!rep) {
 			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
