@@ -122,6 +122,7 @@ bool cli_ctl_guest_spec(struct cli_ctl *x, const struct clu_guest_rec *r,
 struct cli_ctl_disk_req {
 	char storage[CLU_STORAGE_ID_MAX + 1];
 	uint64_t size;
+	bool qcow2;                    /* ,format=qcow2 (default raw) */
 	const char *arg;
 };
 

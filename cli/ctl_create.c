@@ -18,7 +18,7 @@ static const struct cli_opt opts[] = {
 	{ "cores", CLI_VALUE, "N", "CPU cores per socket (1-256); default 1" },
 	{ "sockets", CLI_VALUE, "N", "CPU sockets (1-16); default 1" },
 	{ "cpu", CLI_VALUE, "MODEL", "CPU model; default qemu64 (TCG) or host (KVM)" },
-	{ "disk", CLI_LIST, "STORAGE:SIZE", "new raw disk, e.g. local:32G (bare SIZE: GiB)" },
+	{ "disk", CLI_LIST, "STORAGE:SIZE[,format=qcow2]", "new disk, e.g. local:32G (bare SIZE: GiB; raw unless format=qcow2)" },
 	{ "kernel", CLI_VALUE, "FILE", "kernel to boot (absolute path); default: boot the first disk" },
 	{ "initrd", CLI_VALUE, "FILE", "initramfs (needs --kernel)" },
 	{ "append", CLI_VALUE, "ARGS", "kernel command line (needs --kernel)" },

@@ -1,8 +1,10 @@
 /* ctl_disk.c - storages as this node sees them, and guest volumes: sparse
- * raw files <storage path>/images/<vmid>/vm-<vmid>-disk-<n>.raw. See ctl.h. */
+ * raw files <storage path>/images/<vmid>/vm-<vmid>-disk-<n>.raw, or qcow2
+ * images named .qcow2 (the name is what says the format). See ctl.h. */
 #include "ctl.h"
 #include "../common/cleanup.h"
 #include "../common/util.h"
+#include "../replicate/repl.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,10 +20,11 @@
 
 bool cli_ctl_disk_parse(const char *s, struct cli_ctl_disk_req *out, struct err **errp)
 {
-	const char *colon = strchr(s, ':');
-	char id[CLU_STORAGE_ID_MAX + 2];
+	const char *colon = strchr(s, ':'), *comma;
+	char id[CLU_STORAGE_ID_MAX + 2], sz[32];
 	size_t n = colon ? (size_t)(colon - s) : 0;
 	uint64_t size;
+	bool qcow2 = false;
 
 	if (!colon || !n || !colon[1])
 		return err_set(errp, ERR_INVAL, "invalid --disk '%s': expected STORAGE:SIZE "
@@ -34,8 +37,23 @@ bool cli_ctl_disk_parse(const char *s, struct cli_ctl_disk_req *out, struct err 
 	if (!clu_storage_id_valid(id))
 		return err_set(errp, ERR_INVAL, "invalid storage ID '%s' in --disk '%s'",
 			       CLU_Q(id), CLU_Q(s));
+	/* STORAGE:SIZE[,format=raw|qcow2], as in Proxmox. */
+	comma = strchr(colon + 1, ',');
+	if (comma) {
+		if (!strcmp(comma + 1, "format=qcow2"))
+			qcow2 = true;
+		else if (strcmp(comma + 1, "format=raw"))
+			return err_set(errp, ERR_INVAL, "invalid disk option '%s' in --disk '%s': "
+				       "expected format=raw or format=qcow2", CLU_Q(comma + 1),
+				       CLU_Q(s));
+	}
+	n = comma ? (size_t)(comma - colon - 1) : strlen(colon + 1);
+	if (n >= sizeof(sz))
+		return err_set(errp, ERR_INVAL, "invalid disk size in --disk '%s': too long", CLU_Q(s));
+	memcpy(sz, colon + 1, n);
+	sz[n] = '\0';
 	/* A bare number is GiB, as in Proxmox (`--virtio0 local:32`). */
-	if (!util_parse_size(colon + 1, 1ULL << 30, DISK_SIZE_MIN, DISK_SIZE_MAX,
+	if (!util_parse_size(sz, 1ULL << 30, DISK_SIZE_MIN, DISK_SIZE_MAX,
 			     "disk size", &size, errp))
 		return false;
 	if (size % 512)
@@ -43,6 +61,7 @@ bool cli_ctl_disk_parse(const char *s, struct cli_ctl_disk_req *out, struct err 
 			       "512 bytes", CLU_Q(colon + 1));
 	strcpy(out->storage, id);
 	out->size = size;
+	out->qcow2 = qcow2;
 	out->arg = s;
 	return true;
 }
@@ -171,21 +190,36 @@ static bool make_dir(const struct clu_storage *s, uint32_t vmid, struct cli_ctl_
 	return err_set_errno(errp, errno, "cannot create directory '%s'", dir);
 }
 
-/* One sparse raw volume at the first free vm-<vmid>-disk-<n>.raw. */
-static bool alloc_one(const struct clu_storage *s, uint32_t vmid, uint64_t size,
+/* One volume at the first free vm-<vmid>-disk-<n>.raw (sparse) or
+ * .qcow2 (an empty image, by qemu-img). */
+static bool alloc_one(const struct clu_storage *s, uint32_t vmid, uint64_t size, bool qcow2,
 		      const struct clu_guest_conf *g, char *volume, size_t vlen,
 		      char **path_out, struct err **errp)
 {
 	for (unsigned n = 0; n < 1000; n++) {
 		_cleanup_free_ char *path = NULL;
 		_cleanup_close_ int fd = -1;
+		struct err *e = NULL;
 
-		snprintf(volume, vlen, "%" PRIu32 "/vm-%" PRIu32 "-disk-%u.raw", vmid, vmid, n);
+		snprintf(volume, vlen, "%" PRIu32 "/vm-%" PRIu32 "-disk-%u.%s", vmid, vmid, n,
+			 qcow2 ? "qcow2" : "raw");
 		if (volume_used(g, s->id, volume))
 			continue;
 		path = clu_volume_path(s, volume, errp);
 		if (!path)
 			return false;
+		if (qcow2 && !repl_vol_create_qcow2(path, size, &e) && e->code == ERR_CONFLICT) {
+			err_free(e);
+			continue; /* someone's file: never reuse it */
+		}
+		if (qcow2 && e) {
+			err_propagate(errp, &e);
+			return false;
+		}
+		if (qcow2) {
+			*path_out = TAKE_PTR(path);
+			return true;
+		}
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 		if (fd < 0 && errno == EEXIST)
 			continue; /* someone's file: never reuse it */
@@ -223,7 +257,8 @@ bool cli_ctl_alloc_disks(const struct cli_ctl *x, const struct cli_ctl_storages 
 			goto fail;
 		}
 		if (!make_dir(s, vmid, al, errp) ||
-		    !alloc_one(s, vmid, reqs[i].size, g, volume, sizeof(volume), &path, errp))
+		    !alloc_one(s, vmid, reqs[i].size, reqs[i].qcow2, g, volume, sizeof(volume), &path,
+			       errp))
 			goto fail;
 		al->paths[al->n++] = path;
 		d = &g->disks[slot];

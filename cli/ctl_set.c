@@ -20,7 +20,7 @@ static const struct cli_opt set_opts[] = {
 	{ "initrd", CLI_VALUE, "FILE", "initramfs (next start)" },
 	{ "append", CLI_VALUE, "ARGS", "kernel command line (next start)" },
 	{ "onboot", CLI_VALUE, "0|1", "start the guest when its node boots" },
-	{ "disk", CLI_LIST, "STORAGE:SIZE", "add a new raw disk; guest must be stopped" },
+	{ "disk", CLI_LIST, "STORAGE:SIZE[,format=qcow2]", "add a new disk (raw unless format=qcow2); guest must be stopped" },
 	{ "delete", CLI_VALUE, "KEYS", "reset these keys to their defaults, e.g. name,kernel" },
 	{ NULL }
 };

@@ -35,6 +35,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 #include "../migrate/mig_host.h"
+#include "../replicate/repl.h"
 #include "../transport/tp_net.h"
 #include "../transport/tp_stream.h"
 
@@ -374,6 +375,19 @@ static bool new_disks(struct agent *ag, struct clu_guest_rec *r, struct json_obj
 		path = new_volume_path(ag, tsid, vol, errp);
 		if (!path)
 			return false;
+		/* The mirror writes the guest's view: a qcow2 volume (by its
+		 * name) is a new image of that virtual size. */
+		if (repl_vol_is_qcow2(path)) {
+			if (!repl_vol_create_qcow2(path, (uint64_t)size, errp)) {
+				free(path);
+				return false;
+			}
+			ag->vols[ag->nvols++] = path;
+			if (!write_marker(ag, errp))
+				return false;
+			snprintf(gd->storage, sizeof(gd->storage), "%s", tsid);
+			continue;
+		}
 		fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 		if (fd < 0) {
 			err_set_errno(errp, errno, "create volume '%s'", path);

@@ -15,6 +15,7 @@
 #include "repl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -346,6 +347,7 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 			struct mig_job_volume *v = &r->vols[r->nvols];
 			char *path = cli_ctl_disk_path(&st, d, errp);
 			struct stat sb;
+			uint64_t size;
 
 			if (!path) {
 				ok = false;
@@ -357,6 +359,21 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 				free(path);
 				break;
 			}
+			/* Offline the file's bytes go; online the guest's view is
+			 * mirrored into a new volume of its size (qcow2: virtual). */
+			size = (uint64_t)sb.st_size;
+			if (online && repl_vol_is_qcow2(path)) {
+				_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+				if (fd < 0 || !repl_vol_size(path, fd, true, &size, errp)) {
+					if (fd < 0)
+						err_set_errno(errp, errno, "disk %s:%s: '%s'",
+							      d->storage, d->volume, path);
+					free(path);
+					ok = false;
+					break;
+				}
+			}
 			r->vol_paths[r->nvols] = path;
 			r->vol_conf[r->nvols] = (unsigned)i;
 			*v = (struct mig_job_volume){
@@ -364,7 +381,7 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 				.volume = d->volume,
 				.target_storage = ts == s ? NULL : strdup(ts->id),
 				.path = path,
-				.size = (uint64_t)sb.st_size,
+				.size = size,
 				.drive = drive - 1,
 			};
 			r->nvols++;

@@ -43,9 +43,6 @@ struct clu_repl_job *cli_repl_find(struct clu_repl_conf *rc, const char *id);
 bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skipped,
 		   struct err **errp);
 
-/* A local disk a job can replicate: raw (ERR_INVAL naming it if not). */
-bool cli_repl_disk_ok(const struct clu_guest_disk *d, struct err **errp);
-
 /* DATA_DIR/repl/<job>/drive<N>.manifest: the block hashes of a replica. */
 void cli_repl_manifest_path(const char *job, unsigned drive, char *buf, size_t len);
 

@@ -58,6 +58,7 @@ struct agent {
 	bool create;
 	uint8_t *mani;           /* a manifest being received */
 	size_t mani_len, mani_have;
+	char *tidy;              /* a replica updated: side files to remove */
 };
 
 /* The guest must not be this node's: a replica is never a live disk. */
@@ -216,16 +217,32 @@ static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
 	ag->lfd = -1;
 	if (fd < 0)
 		return NULL;
+	/* An update's leftovers go after the reply (dispatch's caller). */
 	ok = ag->create ? repl_replica_create(path, fd, &ag->next, &fin, errp) :
-			  repl_replica_update(path, fd, &ag->next, &fin, errp);
+			  repl_replica_update_durable(path, fd, &ag->next, &fin, errp);
 	if (!ok)
 		return NULL;
+	if (!ag->create)
+		ag->tidy = strdup(path);
 	log_info("replica %s: generation %" PRIu64 " of job %s (%" PRIu64 " bytes)", path,
 		 ag->next.gen, ag->next.job, fin.wire_bytes);
 	rep = mig_chan_ok();
 	json_object_object_add(rep, "wire_bytes", json_object_new_uint64(fin.wire_bytes));
 	json_object_object_add(rep, "data_bytes", json_object_new_uint64(fin.data_bytes));
 	return rep;
+}
+
+/* The side files an update left for after its reply (a failure here
+ * is logged: the next recovery of the replica removes them). */
+static void tidy(struct agent *ag)
+{
+	struct err *e = NULL;
+
+	if (ag->tidy && !repl_replica_tidy(ag->tidy, &e)) {
+		log_warn("replica %s: %s", ag->tidy, e->msg);
+		err_free(e);
+	}
+	free(TAKE_PTR(ag->tidy));
 }
 
 static struct json_object *do_remove(struct agent *ag, struct json_object *req,
@@ -452,8 +469,10 @@ int cli_repl_agent(void)
 		}
 		if (!mig_chan_send(ag.ch, rep, &e)) {
 			err_free(TAKE_PTR(e));
+			tidy(&ag);
 			break;
 		}
+		tidy(&ag);
 	}
 	if (ag.lfd >= 0)
 		close(ag.lfd);

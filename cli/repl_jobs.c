@@ -256,22 +256,6 @@ static int exec_create(const struct cli_args *a)
 			c.job.vmid);
 		return done(a, &x, e);
 	}
-	{
-		struct cli_ctl_storages st;
-
-		if (!cli_ctl_storages_read(&x, &st, &e))
-			return done(a, &x, e);
-		for (int i = 0; i < CLU_GUEST_DISKS && !e; i++) {
-			const struct clu_guest_disk *d = &g->conf.disks[i];
-			const struct clu_storage *so = clu_storage_find(&st.sc, d->storage);
-
-			if (d->present && d->replicate && !(so && so->shared))
-				cli_repl_disk_ok(d, &e);
-		}
-		cli_ctl_storages_free(&st);
-		if (e)
-			return done(a, &x, e);
-	}
 	if (!cli_repl_edit(&x, add_job, &c, &e) ||
 	    !repl_state_update(x.c, c.job.id, init_state, &c.job, &e))
 		return done(a, &x, e);

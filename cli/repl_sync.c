@@ -128,19 +128,6 @@ static void manifest_path(const struct sync *s, unsigned drive, char *buf, size_
 
 /* ---- the guest's disks ------------------------------------------------------------- */
 
-bool cli_repl_disk_ok(const struct clu_guest_disk *d, struct err **errp)
-{
-	size_t n = strlen(d->volume);
-
-	/* A replica is written with the guest's view of the disk (running) or
-	 * the file's bytes (stopped): the same thing only for raw files. */
-	if (n > 6 && !strcmp(d->volume + n - 6, ".qcow2"))
-		return err_set(errp, ERR_INVAL, "disk %s:%s is qcow2: vmrepl replicates raw "
-			       "volumes (qcow2 is not supported yet; replicate=0 leaves it out)",
-			       d->storage, d->volume);
-	return true;
-}
-
 static bool local_disks(struct sync *s, struct err **errp)
 {
 	struct cli_ctl_storages st;
@@ -152,8 +139,8 @@ static bool local_disks(struct sync *s, struct err **errp)
 	for (int i = 0; i < CLU_GUEST_DISKS && ok; i++) {
 		const struct clu_guest_disk *d = &s->g.conf.disks[i];
 		const struct clu_storage *so;
-		struct stat sb;
 		struct disk *k;
+		int fd;
 
 		if (!d->present)
 			continue;
@@ -162,10 +149,6 @@ static bool local_disks(struct sync *s, struct err **errp)
 		/* Shared disks need no copy; replicate=0 opts a disk out. */
 		if (!d->replicate || (so && so->shared))
 			continue;
-		if (!cli_repl_disk_ok(d, errp)) {
-			ok = false;
-			break;
-		}
 		k = &s->disks[s->nd];
 		*k = (struct disk){ .conf = (unsigned)i, .drive = drive - 1, .d = d };
 		k->path = cli_ctl_disk_path(&st, d, errp);
@@ -173,13 +156,19 @@ static bool local_disks(struct sync *s, struct err **errp)
 			ok = false;
 			break;
 		}
-		if (stat(k->path, &sb) < 0) {
-			ok = err_set_errno(errp, errno, "disk %s:%s: '%s'", d->storage, d->volume,
-					   k->path);
+		/* The guest's size of it: a qcow2 image's virtual size. */
+		fd = open(k->path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 || !repl_vol_size(k->path, fd, repl_vol_is_qcow2(k->path), &k->size, errp)) {
+			if (fd < 0)
+				err_set_errno(errp, errno, "disk %s:%s: '%s'", d->storage, d->volume,
+					      k->path);
+			if (fd >= 0)
+				close(fd);
 			free(k->path);
+			ok = false;
 			break;
 		}
-		k->size = (uint64_t)sb.st_size;
+		close(fd);
 		s->nd++;
 	}
 	cli_ctl_storages_free(&st);
@@ -248,7 +237,10 @@ static bool connect_agent(struct sync *s, struct err **errp)
 		snprintf(s->source_addr, sizeof(s->source_addr), "%s", self.addr);
 		cli_mig_peer_free(&self);
 	}
-	if (s->secure) {
+	/* The data goes over a session of its own to the migration address;
+	 * when that is the control session's address, over the control
+	 * session (one handshake less). */
+	if (s->secure && strcmp(s->target_addr, s->peer.addr)) {
 		struct tp_ssh_opts o = {
 			.host = s->target_addr, .port = cli_mig_ssh_port(), .user = "root",
 			.key = cli_mig_ssh_key(), .host_key = s->peer.host_key, .timeout_ms = 10000,
@@ -291,7 +283,7 @@ static int data_stream(struct sync *s, unsigned port, struct err **errp)
 		err_set_errno(errp, errno, "socketpair");
 		return -1;
 	}
-	if (!tp_ssh_forward(s->data_ssh, sp[1], "127.0.0.1", port, errp)) {
+	if (!tp_ssh_forward(s->data_ssh ? s->data_ssh : s->ctl_ssh, sp[1], "127.0.0.1", port, errp)) {
 		close(sp[0]);
 		return -1;
 	}
@@ -301,7 +293,8 @@ static int data_stream(struct sync *s, unsigned port, struct err **errp)
 /* ---- one disk ------------------------------------------------------------------------ */
 
 struct source {
-	int fd;                   /* stopped guest: the file */
+	int fd;                   /* the file (raw: stopped guest, or paused) */
+	struct repl_vol *vol;     /* stopped guest's qcow2 disk: its guest view */
 	struct repl_fleece *f;    /* running guest: the fleecing view */
 };
 
@@ -310,7 +303,9 @@ static bool read_source(void *opaque, void *buf, size_t len, uint64_t off, struc
 	struct source *src = opaque;
 	size_t done = 0;
 
-	if (src->f)
+	if (src->fd < 0 && src->vol)
+		return repl_vol_read(src->vol, buf, len, off, errp);
+	if (src->fd < 0)
 		return repl_fleece_read(src->f, buf, len, off, errp);
 	while (done < len) {
 		ssize_t n = pread(src->fd, (char *)buf + done, len - done, (off_t)(off + done));
@@ -326,11 +321,28 @@ static bool read_source(void *opaque, void *buf, size_t len, uint64_t off, struc
 	return true;
 }
 
+/* read_source that also hashes what it read (repl_manifest_absorb). */
+struct absorbing {
+	struct source *src;
+	struct repl_manifest *m;
+};
+
+static bool read_absorbing(void *opaque, void *buf, size_t len, uint64_t off, struct err **errp)
+{
+	struct absorbing *a = opaque;
+
+	return read_source(a->src, buf, len, off, errp) &&
+	       repl_manifest_absorb(a->m, buf, len, off, errp);
+}
+
 /* Which extents go, and the hashes to keep (*m). *full: the replica
- * starts over from this sync (its generation 1). */
+ * starts over from this sync (its generation 1). *rehash: *m is brought up
+ * to date after the send, over the extents sent (or the whole disk, if
+ * *fresh: a new *m), while the target applies the update: those reads and
+ * hashes stay out of the sync's critical path. */
 static bool choose_extents(struct sync *s, struct disk *k, struct source *src, uint64_t base,
 			   struct repl_manifest **m, struct tp_extent **ext, size_t *n, bool *full,
-			   struct err **errp)
+			   bool *rehash, bool *fresh, struct err **errp)
 {
 	char mpath[1100];
 	bool complete = false;
@@ -339,6 +351,7 @@ static bool choose_extents(struct sync *s, struct disk *k, struct source *src, u
 	bool incremental = base != 0;
 
 	*full = false;
+	*rehash = *fresh = false;
 	*n = 0;
 	manifest_path(s, k->drive, mpath, sizeof(mpath));
 	if (src->f && !repl_fleece_dirty(src->f, ext, n, &complete, errp))
@@ -359,18 +372,10 @@ static bool choose_extents(struct sync *s, struct disk *k, struct source *src, u
 		/* The bitmap says what changed; the hashes follow it. */
 		say(s, "disk %s:%s: %zu dirty extent(s) since the last sync", k->d->storage,
 		    k->d->volume, *n);
-		if (*m)
-			return repl_manifest_update(*m, read_source, src, *ext, *n, errp);
 		err_free(TAKE_PTR(e));
-		{
-			struct tp_extent *all = NULL;
-			size_t nall = 0;
-			bool ok = (*m = repl_manifest_new(k->size, errp)) &&
-				  repl_manifest_diff(*m, read_source, src, &all, &nall, errp);
-
-			free(all); /* only the hashes are wanted here */
-			return ok;
-		}
+		*rehash = true;
+		*fresh = !*m;
+		return *m || (*m = repl_manifest_new(k->size, errp));
 	}
 	free(TAKE_PTR(*ext));
 	*n = 0;
@@ -424,7 +429,7 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	char mpath[1100];
 	uint64_t gen = 0;
 	size_t n = 0;
-	bool full, ok = false, sent;
+	bool full, rehash, fresh, ok = false, sent;
 	int fd = -1;
 
 	if (!replica_gen(s, k, &gen, errp))
@@ -434,14 +439,19 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 		if (!src.f)
 			return false;
 		/* A migration's last sync: the guest is paused and QEMU drained and
-		 * flushed its disks (vm stop), so the file is the point in time;
+		 * flushed its disks (vm stop), so a raw file is the point in time;
 		 * reads from it skip an NBD round trip per extent. The fleece
 		 * still says which extents. */
-		if (s->hashes_later && (src.fd = open(k->path, O_RDONLY | O_CLOEXEC)) < 0) {
+		if (s->hashes_later && !repl_vol_is_qcow2(k->path) &&
+		    (src.fd = open(k->path, O_RDONLY | O_CLOEXEC)) < 0) {
 			err_set_errno(errp, errno, "open '%s'", k->path);
 			repl_fleece_end(src.f, false);
 			return false;
 		}
+	} else if (repl_vol_is_qcow2(k->path)) {
+		src.vol = repl_vol_open(k->path, false, errp);
+		if (!src.vol)
+			return false;
 	} else {
 		src.fd = open(k->path, O_RDONLY | O_CLOEXEC);
 		if (src.fd < 0) {
@@ -454,7 +464,7 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	 * recorded it. The bitmap covers the writes since the state's
 	 * generation, a superset; hashes must be of the replica's. */
 	if (!choose_extents(s, k, &src, gen && (gen == s->st.gen || gen == s->st.gen + 1) ? gen : 0,
-			    &m, &ext, &n, &full, errp))
+			    &m, &ext, &n, &full, &rehash, &fresh, errp))
 		goto out;
 	req = mig_chan_req("recv");
 	json_object_object_add(req, "job", json_object_new_string(s->job->id));
@@ -481,12 +491,28 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	fd = data_stream(s, (unsigned)json_object_get_int(v), errp);
 	if (fd < 0)
 		goto out;
-	if (src.f && src.fd < 0)
+	if (src.fd < 0 && rehash && !fresh) {
+		struct absorbing ab = { .src = &src, .m = m };
+
+		sent = tp_stream_send_extents_fn(fd, k->size, ext, n, read_absorbing, &ab, &so, &fin,
+						 errp);
+	} else if (src.fd < 0) {
 		sent = tp_stream_send_extents_fn(fd, k->size, ext, n, read_source, &src, &so, &fin,
 						 errp);
+	}
 	else
 		sent = tp_stream_send_extents(fd, src.fd, k->size, ext, n, &so, &fin, errp);
 	shutdown(fd, SHUT_WR);
+	/* While the target applies: the hashes of what went (reads of the
+	 * same view; a new manifest hashes the whole disk). */
+	if (sent && rehash) {
+		struct tp_extent *all = NULL;
+		size_t nall = 0;
+
+		sent = fresh ? repl_manifest_diff(m, read_source, &src, &all, &nall, errp) :
+			       repl_manifest_update(m, read_source, &src, ext, n, errp);
+		free(all);
+	}
 	res = mig_chan_recv(s->ch, sent ? RECV_TIMEOUT_MS : 10000, sent ? errp : NULL);
 	if (!sent)
 		goto out;
@@ -538,6 +564,7 @@ out:
 		repl_fleece_end(src.f, ok);
 	if (src.fd >= 0)
 		close(src.fd);
+	repl_vol_close(src.vol, NULL);
 	repl_manifest_free(m);
 	return ok;
 }
@@ -850,6 +877,15 @@ static bool mig_hashes(struct sync *s, struct disk *k, struct err **errp)
 	m = repl_manifest_load(mpath, k->size, k->hashed_gen, errp);
 	if (!m)
 		return false;
+	if (repl_vol_is_qcow2(k->path)) {
+		struct repl_vol *v = repl_vol_open(k->path, false, errp);
+
+		ok = v && repl_manifest_update(m, repl_vol_read, v, k->later, k->nlater, errp) &&
+		     repl_manifest_save(m, mpath, k->hashed_gen + 1, errp);
+		repl_vol_close(v, NULL);
+		repl_manifest_free(m);
+		return ok;
+	}
 	fd = open(k->path, O_RDONLY | O_CLOEXEC);
 	ok = fd >= 0 ? repl_manifest_update(m, read_file, &fd, k->later, k->nlater, errp) &&
 		       repl_manifest_save(m, mpath, k->hashed_gen + 1, errp) :

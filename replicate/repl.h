@@ -16,8 +16,11 @@
  *
  * Pieces:
  *   repl_schedule.h  when jobs run (pvesr calendar events)
+ *   repl_volume.c    a volume as its guest sees it: raw bytes, or a qcow2
+ *                    image through qemu-nbd (format from the name)
  *   repl_replica.c   the target's replica: receive an update durably,
- *                    apply it with io_uring, recover after a crash
+ *                    apply it (io_uring; qemu-nbd for qcow2), recover
+ *                    after a crash
  *   repl_manifest.c  block hashes of what the replica holds, on the source
  *   repl_fleece.c    a running guest's point-in-time view and dirty bitmap
  *                    through QMP (fleecing + NBD export), read with libnbd
@@ -47,9 +50,46 @@
 typedef bool (*repl_read_fn)(void *opaque, void *buf, size_t len, uint64_t off,
 			     struct err **errp);
 
+/* ---- a volume as its guest sees it (repl_volume.c) ------------------------------
+ * The format comes from the volume's name, never from its content (a
+ * guest can write any header into a raw disk): a name ending in ".qcow2"
+ * is qcow2, anything else raw. A raw volume's bytes are what its guest
+ * sees; a qcow2 volume is read and written through a qemu-nbd child of
+ * ours (started with -f qcow2), which exits when we close it or die. */
+
+bool repl_vol_is_qcow2(const char *path);
+/* The size the guest sees of the file open on fd (path: for messages):
+ * raw, the file's or block device's size; qcow2 (the format its volume's
+ * name says), the image's virtual size from its header, ERR_STATE if it
+ * is no qcow2 image. */
+bool repl_vol_size(const char *path, int fd, bool qcow2, uint64_t *size, struct err **errp);
+/* A new empty qcow2 image of size bytes at path (mode 0600; qemu-img).
+ * ERR_CONFLICT if path exists. */
+bool repl_vol_create_qcow2(const char *path, uint64_t size, struct err **errp);
+
+struct repl_vol;
+
+/* Opens the qcow2 image at path (the caller knows it is one by the
+ * volume's name; ERR_STATE if it is not), read-only unless writable;
+ * fails if something else holds it for writing (QEMU's image lock: a
+ * running guest, another writer), after retrying for two seconds. */
+struct repl_vol *repl_vol_open(const char *path, bool writable, struct err **errp);
+uint64_t repl_vol_get_size(const struct repl_vol *v);
+/* A repl_read_fn (opaque: the struct repl_vol); one thread at a time. */
+bool repl_vol_read(void *vol, void *buf, size_t len, uint64_t off, struct err **errp);
+bool repl_vol_write(struct repl_vol *v, const void *buf, size_t len, uint64_t off,
+		    struct err **errp);
+/* The range reads as zeros afterwards (its clusters may be dropped). */
+bool repl_vol_zero(struct repl_vol *v, uint64_t off, uint64_t len, struct err **errp);
+/* Flushes what was written to stable storage, then closes; false (and
+ * *errp) if the flush failed. NULL is fine. */
+bool repl_vol_close(struct repl_vol *v, struct err **errp);
+
 /* ---- the replica on the target (repl_replica.c) -------------------------------
  * A replica is the volume file itself, at the same storage path as the
- * source's disk (so a migration to this node can run on it), plus files
+ * source's disk (so a migration to this node can run on it), in the
+ * volume's format (a .qcow2 volume's replica is a qcow2 image holding the
+ * guest's view of the disk, not a copy of the source's file), plus files
  * beside it, all mode 0600:
  *   PATH.repl         {"job","gen","time","size","source"}: the point in
  *                     time the replica holds (written atomically)
@@ -59,8 +99,9 @@ typedef bool (*repl_read_fn)(void *opaque, void *buf, size_t len, uint64_t off,
  *                     is durable and must be applied; written atomically
  *                     (tmp + fsync + rename + directory fsync) only after
  *                     the delta verified (END record) and was fsynced
- * Applying copies each extent from the delta to the replica (io_uring,
- * batched; holes of the delta punch holes in the replica), fsyncs, writes
+ * Applying copies each extent from the delta to the replica (raw: io_uring,
+ * batched, holes of the delta punched into the replica; qcow2: through
+ * qemu-nbd, holes written as zeros, then a flush), fsyncs, writes
  * PATH.repl with the new generation, then removes the commit and the delta.
  * Every step is idempotent, so whatever instant a process is killed, the
  * replica as repl_replica_recover() leaves it is the previous point in time
@@ -92,6 +133,15 @@ bool repl_replica_create(const char *path, int in_fd, const struct repl_replica_
  * else ERR_STATE and nothing changes). */
 bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_info *info,
 			 struct tp_stream_progress *final, struct err **errp);
+
+/* The same, returning as soon as the replica durably holds the new
+ * generation: the applied commit and its delta are left for
+ * repl_replica_tidy() (or any later recover or update) to remove, so a
+ * caller can report success first (the removal takes a directory fsync
+ * and the freeing of the delta's blocks). */
+bool repl_replica_update_durable(const char *path, int in_fd, const struct repl_replica_info *info,
+				 struct tp_stream_progress *final, struct err **errp);
+bool repl_replica_tidy(const char *path, struct err **errp);
 
 /* Removes a replica and its side files. */
 bool repl_replica_remove(const char *path, struct err **errp);
@@ -133,7 +183,13 @@ void repl_manifest_free(struct repl_manifest *m);
  * (except in blocks of zeros, which a fresh replica holds too). */
 bool repl_manifest_diff(struct repl_manifest *m, repl_read_fn read, void *opaque,
 			struct tp_extent **ext, size_t *n, struct err **errp);
-/* Rehashes just these extents (what a bitmap sync sent). */
+/* Hashes the blocks that [off, off + len) covers whole from buf (data of
+ * the volume being sent): the next update skips them. For a sender's
+ * reader thread; nothing else may use m meanwhile. */
+bool repl_manifest_absorb(struct repl_manifest *m, const void *buf, size_t len, uint64_t off,
+			  struct err **errp);
+/* Rehashes just these extents (what a bitmap sync sent), but for blocks
+ * absorbed since the last update. */
 bool repl_manifest_update(struct repl_manifest *m, repl_read_fn read, void *opaque,
 			  const struct tp_extent *ext, size_t n, struct err **errp);
 

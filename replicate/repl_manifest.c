@@ -37,6 +37,11 @@
  * only competes), and a pread from a file overlaps with the kernel's
  * readahead anyway. So the read callback runs in the caller's thread.
  *
+ * A sync that sends a view's data anyway hands each chunk it read to
+ * repl_manifest_absorb() (in its reader thread), which hashes the blocks
+ * the chunk covers whole; the update afterwards rereads only the others
+ * (blocks a dirty extent covers in part). The data is read once, not twice.
+ *
  * Failures never leave a hash that claims more than the replica holds: a
  * diff that fails marks the blocks it had found changed as unknown (a
  * value no block hashes to in practice), an update marks its blocks
@@ -82,6 +87,8 @@ struct repl_manifest {
 	uint8_t *hashes;   /* file + MANI_HDR */
 	uint8_t zero[HASH_LEN];      /* hash of a whole block of zeros */
 	uint8_t zero_tail[HASH_LEN]; /* of a short last block of zeros */
+	uint8_t *absorbed;           /* bit per block: hashed by absorb since the
+				      * last update (NULL: none) */
 };
 
 /* ---- hashing -------------------------------------------------------------- */
@@ -248,8 +255,40 @@ void repl_manifest_free(struct repl_manifest *m)
 {
 	if (!m)
 		return;
+	free(m->absorbed);
 	free(m->file);
 	free(m);
+}
+
+static bool is_absorbed(const struct repl_manifest *m, uint64_t b)
+{
+	return m->absorbed && (m->absorbed[b / 8] >> (b % 8) & 1);
+}
+
+bool repl_manifest_absorb(struct repl_manifest *m, const void *buf, size_t len, uint64_t off,
+			  struct err **errp)
+{
+	struct hasher h;
+	uint64_t b = blocks_of(off);
+	bool ok = true;
+
+	if (off > m->size || len > m->size - off)
+		return err_set(errp, ERR_INVAL, "data %llu+%zu is outside the %llu-byte volume",
+			       (unsigned long long)off, len, (unsigned long long)m->size);
+	if (b >= m->nblocks || b * REPL_BLOCK + block_len(m, b) > off + len)
+		return true; /* no whole block in it */
+	if (!m->absorbed && !(m->absorbed = calloc((size_t)(m->nblocks + 7) / 8, 1)))
+		return err_set(errp, ERR_IO, "out of memory");
+	if (!hasher_init(&h, errp))
+		return false;
+	for (; ok && b < m->nblocks && b * REPL_BLOCK + block_len(m, b) <= off + len; b++) {
+		ok = block_hash(m, &h, (const uint8_t *)buf + (b * REPL_BLOCK - off), block_len(m, b),
+				m->hashes + b * HASH_LEN, errp);
+		if (ok)
+			m->absorbed[b / 8] |= (uint8_t)(1u << (b % 8));
+	}
+	hasher_fini(&h);
+	return ok;
 }
 
 DEFINE_CLEANUP_FUNC(struct repl_manifest, repl_manifest_free)
@@ -544,9 +583,13 @@ bool repl_manifest_update(struct repl_manifest *m, repl_read_fn read, void *opaq
 	buf = chunk_buf(errp);
 	if (!buf || !hasher_init(&h, errp))
 		return false;
-	/* The replica holds this data already, whatever the hashes say. */
+	/* The replica holds this data already, whatever the hashes say
+	 * (but for blocks absorb hashed from it). */
 	for (size_t i = 0; i < n; i++)
-		poison(m, ext[i].offset / REPL_BLOCK, blocks_of(ext[i].offset + ext[i].length));
+		for (uint64_t b = ext[i].offset / REPL_BLOCK;
+		     b < blocks_of(ext[i].offset + ext[i].length); b++)
+			if (!is_absorbed(m, b))
+				poison(m, b, b + 1);
 	/* Extents expanded to whole blocks; neighbours (sorted input) in one pass. */
 	for (size_t i = 0; i <= n && ok; i++) {
 		uint64_t f = 0, e = 0;
@@ -562,12 +605,20 @@ bool repl_manifest_update(struct repl_manifest *m, repl_read_fn read, void *opaq
 				continue;
 			}
 		}
-		ok = hash_range(m, &h, buf, read, opaque, first, end, NULL, errp);
+		/* the runs of [first, end) absorb has not hashed */
+		for (uint64_t b = first, r; ok && b < end; b = r) {
+			for (r = b; r < end && !is_absorbed(m, r); r++)
+				;
+			ok = r == b || hash_range(m, &h, buf, read, opaque, b, r, NULL, errp);
+			while (r < end && is_absorbed(m, r))
+				r++;
+		}
 		if (i < n) {
 			first = f;
 			end = e;
 		}
 	}
 	hasher_fini(&h);
+	free(TAKE_PTR(m->absorbed));
 	return ok;
 }

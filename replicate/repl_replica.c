@@ -7,10 +7,13 @@
  *   PATH.repl-delta   an update's records at their offsets (sparse)
  *   PATH.repl-commit  {"gen","time","extents":[[off,len],...]}
  * Create: PATH.part <- a full stream; PATH.repl; rename PATH.part to PATH.
+ * (qcow2, by PATH's name: PATH.repl-delta <- the full stream, then a new
+ * image PATH.part <- the delta's data through qemu-nbd; the delta goes.)
  * Update: recover; PATH.repl-delta <- the stream, with the ranges it
  * covered from on_range (adjacent ones merged); the commit; apply: copy
  * the extents from the delta with io_uring (its holes punched into PATH,
- * or written as zeros), fsync PATH, rewrite PATH.repl, remove the commit
+ * or written as zeros; qcow2: through qemu-nbd, whose qcow2 driver keeps
+ * the image consistent at every instant), fsync PATH, rewrite PATH.repl, remove the commit
  * (directory fsync), then the delta. Recover decides from the disk:
  *   no PATH.repl          no replica (gen 0): a stray delta or commit goes;
  *                         PATH and PATH.part are not ours to touch
@@ -52,6 +55,7 @@
 
 struct rpaths {
 	const char *vol;
+	bool qcow2;               /* by its name: written through qemu-nbd */
 	char dir[PATH_MAX], base[NAME_MAX + 1];
 	char meta[PATH_MAX], delta[PATH_MAX], commit[PATH_MAX], part[PATH_MAX];
 };
@@ -62,6 +66,7 @@ static bool rpaths_init(struct rpaths *p, const char *path, struct err **errp)
 	int dl = !slash || slash == path ? 1 : (int)(slash - path);
 
 	p->vol = path;
+	p->qcow2 = repl_vol_is_qcow2(path);
 	/* Room for util_write_file's "PATH.repl-commit.tmp.<pid>". */
 	if (!*path || (slash && !slash[1]) || strlen(path) + 32 > PATH_MAX ||
 	    strlen(slash ? slash + 1 : path) + 32 > NAME_MAX)
@@ -132,31 +137,40 @@ static void clean_tmp(const struct rpaths *p)
 		closedir(d);
 }
 
-/* fd (a regular file or block device) has size bytes, else *errp. */
-static bool size_ok(int fd, const char *file, uint64_t size, struct err **errp)
+/* fd (a regular file or block device) has size bytes for its guest
+ * (qcow2: the image's virtual size), else *errp. */
+static bool size_ok(int fd, const char *file, bool qcow2, uint64_t size, struct err **errp)
 {
 	struct stat st;
-	off_t have;
+	uint64_t have;
 
-	if (fstat(fd, &st) < 0)
-		return err_set_errno(errp, errno, "cannot stat '%s'", file);
-	have = S_ISBLK(st.st_mode) ? lseek(fd, 0, SEEK_END) : S_ISREG(st.st_mode) ? st.st_size : -1;
-	if (have < 0)
-		return err_set(errp, ERR_STATE, "'%s' is not a regular file or block device", file);
-	if ((uint64_t)have != size)
-		return err_set(errp, ERR_STATE, "'%s' has %jd bytes, the replica %" PRIu64, file,
-			       (intmax_t)have, size);
+	if (qcow2) {
+		if (!repl_vol_size(file, fd, true, &have, errp))
+			return false;
+	} else {
+		off_t n;
+
+		if (fstat(fd, &st) < 0)
+			return err_set_errno(errp, errno, "cannot stat '%s'", file);
+		n = S_ISBLK(st.st_mode) ? lseek(fd, 0, SEEK_END) : S_ISREG(st.st_mode) ? st.st_size : -1;
+		if (n < 0)
+			return err_set(errp, ERR_STATE, "'%s' is not a regular file or block device", file);
+		have = (uint64_t)n;
+	}
+	if (have != size)
+		return err_set(errp, ERR_STATE, "'%s' has %" PRIu64 " bytes, the replica %" PRIu64,
+			       file, have, size);
 	return true;
 }
 
 /* Opens the volume (maybe by a symlink), which must have size bytes. */
-static int open_sized(const char *file, int flags, uint64_t size, struct err **errp)
+static int open_sized(const char *file, bool qcow2, int flags, uint64_t size, struct err **errp)
 {
 	_cleanup_close_ int fd = open(file, flags | O_CLOEXEC);
 
 	if (fd < 0)
 		err_set_errno(errp, errno, "cannot open '%s'", file);
-	return fd >= 0 && size_ok(fd, file, size, errp) ? TAKE_FD(fd) : -1;
+	return fd >= 0 && size_ok(fd, file, qcow2, size, errp) ? TAKE_FD(fd) : -1;
 }
 
 /* Opens a delta or part and locks it: a running update or create holds
@@ -681,6 +695,61 @@ static bool copy_extents(const struct rpaths *p, int dfd, int vfd, const struct 
 	return false;
 }
 
+/* ---- applying through qemu-nbd (qcow2) --------------------------------- */
+
+/* Copies the extents from the delta into the qcow2 image at vol, through
+ * QEMU's qcow2 driver; the delta's holes are written as zeros unless the
+ * image is new (it reads as zeros everywhere). Flushed at the end. */
+static bool copy_extents_vol(const struct rpaths *p, const char *vol, int dfd,
+			     const struct ranges *r, bool fresh, struct err **errp)
+{
+	struct repl_vol *v = repl_vol_open(vol, true, errp);
+	_cleanup_free_ uint8_t *buf = NULL;
+	struct err *e = NULL;
+
+	if (!v)
+		return false;
+	if (!(buf = malloc(CHUNK)))
+		err_set(&e, ERR_IO, "out of memory applying '%s'", p->commit);
+	for (size_t i = 0; i < r->n && !e; i++) {
+		uint64_t pos = r->x[i].offset, end = pos + r->x[i].length;
+
+		while (pos < end && !e) {
+			off_t d = lseek(dfd, (off_t)pos, SEEK_DATA), h;
+			uint64_t run;
+
+			if (d < 0 && errno != ENXIO) {
+				err_set_errno(&e, errno, "cannot seek '%s' at offset %" PRIu64, p->delta, pos);
+				break;
+			}
+			if (d < 0 || (uint64_t)d > pos) { /* a hole up to d */
+				run = d < 0 || (uint64_t)d > end ? end - pos : (uint64_t)d - pos;
+				if (!fresh)
+					repl_vol_zero(v, pos, run, &e);
+				pos += run;
+				continue;
+			}
+			h = lseek(dfd, (off_t)pos, SEEK_HOLE);
+			if (h < 0) {
+				err_set_errno(&e, errno, "cannot seek '%s' at offset %" PRIu64, p->delta, pos);
+				break;
+			}
+			run = (uint64_t)h > end ? end - pos : (uint64_t)h - pos;
+			run = run < CHUNK ? run : CHUNK;
+			if (pread(dfd, buf, run, (off_t)pos) != (ssize_t)run)
+				err_set(&e, ERR_IO, "cannot read '%s' at offset %" PRIu64, p->delta, pos);
+			else
+				repl_vol_write(v, buf, run, pos, &e);
+			pos += run;
+		}
+	}
+	if (!repl_vol_close(v, e ? NULL : &e) || e) {
+		err_propagate(errp, &e);
+		return false;
+	}
+	return true;
+}
+
 /* ---- the steps --------------------------------------------------------- */
 
 /* Applies cm to the replica *in, which then holds cm's generation. */
@@ -692,9 +761,11 @@ static bool apply(const struct rpaths *p, struct repl_replica_info *in, const st
 
 	if (dfd < 0)
 		return err_set(errp, ERR_STATE, "'%s' has no delta '%s'", p->commit, p->delta);
-	if (!size_ok(dfd, p->delta, in->size, errp) ||
-	    (vfd = open_sized(p->vol, O_WRONLY, in->size, errp)) < 0 ||
-	    !copy_extents(p, dfd, vfd, &cm->r, errp))
+	if (!size_ok(dfd, p->delta, false, in->size, errp) ||
+	    (vfd = open_sized(p->vol, p->qcow2, p->qcow2 ? O_RDONLY : O_WRONLY, in->size, errp)) < 0)
+		return false;
+	if (p->qcow2 ? !copy_extents_vol(p, p->vol, dfd, &cm->r, false, errp) :
+		       !copy_extents(p, dfd, vfd, &cm->r, errp))
 		return false;
 	next.gen = cm->gen;
 	next.time = cm->time;
@@ -721,7 +792,7 @@ static bool volume_check(const struct rpaths *p, const struct repl_replica_info 
 
 	if (lstat(p->vol, &st) < 0 && errno == ENOENT && lstat(p->part, &st) == 0) {
 		if ((fd = open_locked(p->part, O_RDONLY, &missing, errp)) < 0 ||
-		    !size_ok(fd, p->part, in->size, errp))
+		    !size_ok(fd, p->part, p->qcow2, in->size, errp))
 			return false;
 		log_info("replica '%s': finishing its creation (generation %" PRIu64 ")", p->vol,
 			 in->gen);
@@ -729,7 +800,7 @@ static bool volume_check(const struct rpaths *p, const struct repl_replica_info 
 			return false;
 		close(TAKE_FD(fd));
 	}
-	fd = open_sized(p->vol, O_RDONLY, in->size, errp);
+	fd = open_sized(p->vol, p->qcow2, O_RDONLY, in->size, errp);
 	return fd >= 0;
 }
 
@@ -845,14 +916,21 @@ bool repl_replica_create(const char *path, int in_fd, const struct repl_replica_
 	if (lstat(p.meta, &st) == 0)
 		return err_set(errp, ERR_CONFLICT, "a replica exists at '%s' ('%s')", path, p.meta);
 	clean_tmp(&p);
+	/* qcow2: the stream lands in a sparse delta, which then goes into a
+	 * new image through QEMU; the delta's lock covers both steps. */
 	if (!unlink_side(p.commit, errp) || !unlink_side(p.delta, errp) ||
-	    !receive(p.part, in_fd, info->size, &r, &fin, &fd, errp))
+	    (p.qcow2 && !unlink_side(p.part, errp)) ||
+	    !receive(p.qcow2 ? p.delta : p.part, in_fd, info->size, &r, &fin, &fd, errp))
 		return false;
 	if (info->size && (r.n != 1 || r.x[0].offset || r.x[0].length != info->size))
 		err_set(&e, ERR_PROTO, "receive '%s': the stream carries only some extents; a new replica needs all",
-			p.part);
-	else if (meta_store(&p, info, &e))
+			p.qcow2 ? p.delta : p.part);
+	else if (p.qcow2 && repl_vol_create_qcow2(p.part, info->size, &e))
+		copy_extents_vol(&p, p.part, fd, &r, true, &e);
+	if (!e && meta_store(&p, info, &e))
 		rename_new(p.part, path, &e);
+	if (p.qcow2)
+		unlink(p.delta); /* still locked by fd: no recovery took it */
 	if (e) {
 		unlink(p.meta); /* before the part, which it would make a replica */
 		unlink(p.part);
@@ -866,8 +944,8 @@ bool repl_replica_create(const char *path, int in_fd, const struct repl_replica_
 	return true;
 }
 
-bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_info *info,
-			 struct tp_stream_progress *final, struct err **errp)
+static bool update(const char *path, int in_fd, const struct repl_replica_info *info,
+		   bool tidy, struct tp_stream_progress *final, struct err **errp)
 {
 	struct commit cm = { .gen = info->gen, .time = info->time };
 	struct repl_replica_info in;
@@ -900,7 +978,7 @@ bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_
 	}
 	t[2] = util_now_ms();
 	/* From here a failure leaves the commit, which recovery applies. */
-	ok = ok && apply(&p, &in, &cm, dfd, errp) && finish(&p, errp);
+	ok = ok && apply(&p, &in, &cm, dfd, errp) && (!tidy || finish(&p, errp));
 	if (ok)
 		log_info("replica '%s': generation %" PRIu64 " (%zu extents): received in %" PRId64
 			 " ms, committed in %" PRId64 " ms, applied in %" PRId64 " ms", p.vol, info->gen,
@@ -909,6 +987,25 @@ bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_
 	if (ok && final)
 		*final = fin;
 	return ok;
+}
+
+bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_info *info,
+			 struct tp_stream_progress *final, struct err **errp)
+{
+	return update(path, in_fd, info, true, final, errp);
+}
+
+bool repl_replica_update_durable(const char *path, int in_fd, const struct repl_replica_info *info,
+				 struct tp_stream_progress *final, struct err **errp)
+{
+	return update(path, in_fd, info, false, final, errp);
+}
+
+bool repl_replica_tidy(const char *path, struct err **errp)
+{
+	struct repl_replica_info in;
+
+	return repl_replica_recover(path, &in, errp);
 }
 
 bool repl_replica_remove(const char *path, struct err **errp)
@@ -944,7 +1041,7 @@ bool repl_replica_adopt(const char *path, const struct repl_replica_info *info, 
 		return false;
 	if (lstat(p.meta, &st) == 0)
 		return err_set(errp, ERR_CONFLICT, "a replica exists at '%s' ('%s')", path, p.meta);
-	fd = open_sized(path, O_RDONLY, info->size, errp);
+	fd = open_sized(path, p.qcow2, O_RDONLY, info->size, errp);
 	if (fd < 0)
 		return false;
 	/* What a create or update of another life left here means nothing to

@@ -8,7 +8,11 @@
 #  - 1% rewritten by the running guest (through QEMU): the incremental sync
 #    by dirty bitmap (reads only what changed);
 #  - baseline: `rsync --inplace` of the same change over OpenSSH into a copy
-#    of the previous image (what one would script without vmrepl).
+#    of the previous image (what one would script without vmrepl);
+#  - the same on a qcow2 disk (guest 191, same data): full sync, then 1%
+#    rewritten by the running guest (persistent dirty bitmap) and 1% with
+#    the guest stopped (block hashes read through qemu-nbd); the replica is
+#    written through qemu-nbd on the target.
 # Goal (issue): >= 10x faster than rsync; data on the wire <= 1.1x the
 # changed data before compression.
 set -euo pipefail
@@ -46,6 +50,15 @@ settle() { sync; sleep 1; }
 last_sync() {
   repl uno log 190-0 | grep -oE '(incremental|full) sync, [0-9]+ bytes of data, [0-9]+ on the wire' |
     tail -1 | awk '{ print $3, $7 }'
+}
+# rewrite_running VMID: 1% of the 64 KiB blocks rewritten through the
+# running guest's QEMU (qemu-io on its drive), so its dirty bitmap records them.
+rewrite_running() {
+  local b
+  for b in $(shuf -i 0-$((BLOCKS - 1)) -n $NCHG); do
+    "$VMGUEST" qmp --dir "$TB_STATE/uno/run/$1" human-monitor-command \
+      "{\"command-line\":\"qemu-io drive0 \\\"write -s $RUN/rand$((b % 32)) $((b * 65536)) 64k\\\"\"}" >/dev/null
+  done
 }
 BLOCKS=$((MIB * 16))          # 64 KiB blocks
 NCHG=$((BLOCKS / 100))        # 1% of them
@@ -97,12 +110,8 @@ rm -f "$RUN/rsync-dst.raw"
 # records them. A first sync after the start establishes the bitmap.
 ctl uno start 190 >/dev/null
 repl uno run --id 190-0 >/dev/null
-DIR=$TB_STATE/uno/run/190
 for i in $(seq 0 31); do head -c 65536 /dev/urandom >"$RUN/rand$i"; done
-for b in $(shuf -i 0-$((BLOCKS - 1)) -n $NCHG); do
-  "$VMGUEST" qmp --dir "$DIR" human-monitor-command \
-    "{\"command-line\":\"qemu-io drive0 \\\"write -s $RUN/rand$((b % 32)) $((b * 65536)) 64k\\\"\"}" >/dev/null
-done
+rewrite_running 190
 settle
 t0=$(date +%s%N)
 repl uno run --id 190-0 >/dev/null
@@ -111,6 +120,47 @@ read -r bm_data bm_wire < <(last_sync)
 repl uno log 190-0 | grep -q 'dirty extent' || die "the running sync did not use the bitmap: $(repl uno log 190-0)"
 ctl uno stop 190 >/dev/null
 cmp -s "$SRC" "$REP" || die "the replica differs after the bitmap sync"
+
+# qcow2: guest 191 on a qcow2 copy of the same data.
+QSRC=$TB_STATE/uno/vmm/images/191/vm-191-disk-0.qcow2
+QREP=$TB_STATE/due/vmm/images/191/vm-191-disk-0.qcow2
+ctl uno create 191 --name rq --memory 256 --disk "local:${MIB}M,format=qcow2" --kernel "$GUEST_DIR/vmlinux" \
+  --initrd "$GUEST_DIR/initramfs.cpio.gz" --append "$APP" >/dev/null
+qemu-img convert -n -f raw -O qcow2 "$SRC" "$QSRC"
+repl uno create 191-0 due --schedule yearly >/dev/null
+qlast() {
+  repl uno log 191-0 | grep -oE '(incremental|full) sync, [0-9]+ bytes of data, [0-9]+ on the wire' |
+    tail -1 | awk '{ print $3, $7 }'
+}
+qsame() { qemu-img compare -U -q -f qcow2 -F qcow2 "$QSRC" "$QREP" || die "the qcow2 replica differs $1"; }
+settle
+t0=$(date +%s%N)
+repl uno run --id 191-0 >/dev/null
+qfull_ms=$(ms "$t0")
+read -r qfull_data qfull_wire < <(qlast)
+qsame "after the full sync"
+ctl uno start 191 >/dev/null
+repl uno run --id 191-0 >/dev/null     # the bitmap starts recording
+rewrite_running 191
+settle
+t0=$(date +%s%N)
+repl uno run --id 191-0 >/dev/null
+qbm_ms=$(ms "$t0")
+read -r qbm_data qbm_wire < <(qlast)
+repl uno log 191-0 | tail -3 | grep -q 'dirty extent' || die "the qcow2 sync did not use the bitmap: $(repl uno log 191-0 | tail -3)"
+ctl uno stop 191 >/dev/null
+qsame "after the bitmap sync"
+for b in $(shuf -i 0-$((BLOCKS - 1)) -n $NCHG); do
+  echo "write -s $RUN/rand$((b % 32)) $((b * 65536)) 64k"
+done >"$RUN/qio"
+qemu-io -f qcow2 "$QSRC" <"$RUN/qio" >/dev/null
+settle
+t0=$(date +%s%N)
+repl uno run --id 191-0 >/dev/null
+qhash_ms=$(ms "$t0")
+read -r qhash_data qhash_wire < <(qlast)
+repl uno log 191-0 | tail -3 | grep -q 'comparing block hashes' || die "the stopped qcow2 sync did not compare hashes"
+qsame "after the hash sync"
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
 echo
@@ -124,3 +174,8 @@ printf '%-46s %9s %11s  %s\n' "incremental, guest stopped (block hashes)" "$hash
 printf '%-46s %9s %11s  %s\n' "incremental, guest running (dirty bitmap)" "$bm_ms" "$(mb "$bm_wire")" \
   "$(ratio "$rsync_ms" "$bm_ms") faster / data $(ratio "$bm_data" "$CHANGED"), wire $(ratio "$bm_wire" "$CHANGED")"
 echo "(full sync: $(ratio "$full_ms" "$bm_ms") the time of the bitmap sync)"
+printf '%-46s %9s %11s  %s\n' "qcow2: full sync (first)" "$qfull_ms" "$(mb "$qfull_wire")" "$(ratio "$qfull_ms" "$full_ms") the raw full sync's time"
+printf '%-46s %9s %11s  %s\n' "qcow2: incremental, stopped (hashes, qemu-nbd)" "$qhash_ms" "$(mb "$qhash_wire")" \
+  "$(ratio "$rsync_ms" "$qhash_ms") faster / data $(ratio "$qhash_data" "$CHANGED"), wire $(ratio "$qhash_wire" "$CHANGED")"
+printf '%-46s %9s %11s  %s\n' "qcow2: incremental, running (dirty bitmap)" "$qbm_ms" "$(mb "$qbm_wire")" \
+  "$(ratio "$rsync_ms" "$qbm_ms") faster / data $(ratio "$qbm_data" "$CHANGED"), wire $(ratio "$qbm_wire" "$CHANGED")"

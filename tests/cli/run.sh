@@ -101,6 +101,8 @@ expect 2 "invalid disk size '5Q'" "$C" create 106 --memory 512 --disk local:5Q
 expect 2 "invalid disk size '0'" "$C" create 106 --memory 512 --disk local:0
 expect 2 "invalid --disk 'local'" "$C" create 106 --memory 512 --disk local
 expect 2 "invalid storage ID 'Local!'" "$C" create 106 --memory 512 --disk 'Local!:1G'
+expect 2 "invalid disk option 'format=vmdk' in --disk 'local:1G,format=vmdk'" "$C" create 106 --memory 512 --disk local:1G,format=vmdk
+expect 2 "invalid disk option '' in --disk 'local:1G,'" "$C" create 106 --memory 512 --disk 'local:1G,'
 expect 2 "cannot use kernel '/nonexistent/vmlinux'" "$C" create 106 --memory 512 --kernel /nonexistent/vmlinux
 expect 2 "initrd needs a kernel" "$C" create 106 --memory 512 --initrd "$tmp/kernel"
 expect 2 "invalid append 'a\x0ab'" "$C" create 106 --memory 512 --kernel "$tmp/kernel" --append $'a\nb'
@@ -139,6 +141,11 @@ mkdir -p "$tmp/broken" && touch "$tmp/broken/images"
 "$B/vmstore" put storage.cfg "$(printf 'dir: local\n\tpath %s\n\ndir: broken\n\tpath %s\n\ndir: off\n\tpath %s\n\tdisable\n' "$tmp/data" "$tmp/broken" "$tmp")" >/dev/null
 "$B/vmstore" create guests/200 $'node: due\nmemory: 256\n' >/dev/null
 "$C" create 106 --memory 512 --disk local:1M >/dev/null 2>&1 || { echo "cli: FAIL: vmctl create 106"; fail=$((fail + 1)); }
+# format=qcow2 makes a qcow2 image of the size asked, named .qcow2.
+"$C" create 108 --memory 512 --disk local:3M,format=qcow2 >/dev/null 2>&1 || { echo "cli: FAIL: vmctl create 108 (qcow2)"; fail=$((fail + 1)); }
+if qemu-img info "$tmp/data/images/108/vm-108-disk-0.qcow2" 2>/dev/null | grep -q 'virtual size: 3 MiB (3145728 bytes)' &&
+   "$C" config 108 | grep -q 'virtio0: local:108/vm-108-disk-0.qcow2,size=3M'; then pass=$((pass + 1)); else
+  echo "cli: FAIL: qcow2 disk of guest 108: $("$C" config 108 2>&1 | grep virtio0)"; fail=$((fail + 1)); fi
 before=$("$B/vmstore" list)
 expect 2 "VMID 106 already exists" "$C" create 106 --memory 512
 expect 2 "VMID 1000000 is outside the range 100..999999" "$C" create 1000000 --memory 512

@@ -13,9 +13,8 @@
 #  - a migration waits for a running sync of the guest.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
-VMCTL=$B/vmctl
-VMREPL=$B/vmrepl
-VMMIGRATE=$B/vmmigrate
+VMID=180 JOB=180-0
+source "$(dirname "$0")/lib_repl.sh"
 NET=10.99.2.0/24
 
 cleanup() {
@@ -31,22 +30,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ctl() { on "$1" "$VMCTL" "${@:2}"; }
-repl() { on "$1" "$VMREPL" "${@:2}"; }
-rundir() { echo "$TB_STATE/$1/run/$2"; }
 SRC=$TB_STATE/uno/vmm/images/180/vm-180-disk-0.raw
 REP=$TB_STATE/due/vmm/images/180/vm-180-disk-0.raw
-state() { nst uno get replication/state/180-0 2>/dev/null; }
-sfield() { state | grep -oE "\"$1\":(\"[^\"]*\"|[0-9]+)" | cut -d: -f2- | tr -d '"'; }
-# wait_gen G: the job's state is ok at generation G (60 s).
-wait_gen() {
-  local i
-  for ((i = 0; i < 600; i++)); do
-    [ "$(sfield gen)" = "$1" ] && [ "$(sfield state)" = ok ] && return 0
-    sleep 0.1
-  done
-  die "job 180-0 not at generation $1: $(state)"
-}
 expect_bad() {  # expect_bad NEEDLE ARGS...: vmrepl on uno fails with rc 2, one line naming NEEDLE
   local needle=$1 rc=0; shift
   repl uno "$@" >/dev/null 2>"$RUN/err" || rc=$?
@@ -97,7 +82,6 @@ note "replica equals the paused source at generation 2"
 
 # 4. Incremental while the guest writes 2 MiB/s: about what changed moves
 # (the guest's block counter says how much it wrote since the last sync).
-blocks() { grep -oE 'VMTEST OK .*blocks=[0-9]+' "$(rundir uno 180)/console.log" | tail -1 | grep -oE '[0-9]+$'; }
 b0=$(blocks)
 sleep 4
 b1=$(blocks)
@@ -110,11 +94,7 @@ repl uno log 180-0 | grep -q 'incremental sync' || die "not incremental: $(repl 
 note "first sync $full bytes, incremental $incr bytes for about $written bytes written"
 
 # 5. The replica of the running guest boots and checks every block itself.
-cp --sparse=always "$REP" "$RUN/replica-copy.raw"
-guest_start due scan "$MEM_512M" "vmtest.mode=diskscan vmtest.disk=/dev/vda" --disk "$RUN/replica-copy.raw" >/dev/null
-wait_console "$RUN/scan" 'VMTEST SCAN' 1 90
-grep -q 'VMTEST SCAN OK written=[1-9]' "$RUN/scan/console.log" || die "replica scan: $(grep 'VMTEST SCAN' "$RUN/scan/console.log")"
-"$VMGUEST" stop --dir "$RUN/scan" >/dev/null 2>&1 || true
+scan_replica "$REP" due
 
 # 6. A stopped guest: block hashes; once in step, nothing changed, nothing sent.
 ctl uno stop 180 >/dev/null
@@ -153,7 +133,7 @@ repl uno run --id 180-0 >"$RUN/slow.out" 2>&1 &
 rpid=$!
 for ((i = 0; i < 100; i++)); do [ "$(sfield state)" = syncing ] && break; sleep 0.1; done
 [ "$(sfield state)" = syncing ] || die "the slow sync did not start: $(state)"
-on uno "$VMMIGRATE" 180 tre --online --with-local-disks --migration_network "$NET" >"$RUN/mig.out" 2>&1 ||
+mig uno 180 tre --online --with-local-disks --migration_network "$NET" >"$RUN/mig.out" 2>&1 ||
   die "migration during a sync: $(tail -3 "$RUN/mig.out")"
 grep -q 'waiting for replication job 180-0' "$RUN/mig.out" || die "the migration did not wait: $(head -3 "$RUN/mig.out")"
 wait "$rpid" || die "the sync failed under the waiting migration: $(tail -3 "$RUN/slow.out")"

@@ -17,9 +17,8 @@
 #    around again.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"
-VMCTL=$B/vmctl
-VMREPL=$B/vmrepl
-VMMIGRATE=$B/vmmigrate
+VMID=185 JOB=185-0
+source "$(dirname "$0")/lib_repl.sh"
 NET=10.99.2.0/24
 
 cleanup() {
@@ -33,36 +32,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ctl() { on "$1" "$VMCTL" "${@:2}"; }
-repl() { on "$1" "$VMREPL" "${@:2}"; }
-mig() { on "$1" "$VMMIGRATE" "${@:2}"; }
-rundir() { echo "$TB_STATE/$1/run/$2"; }
 vol() { echo "$TB_STATE/$1/vmm/images/185/vm-185-disk-0.raw"; }
-state() { nst uno get replication/state/185-0 2>/dev/null; }
-sfield() { state | grep -oE "\"$1\":(\"[^\"]*\"|[0-9]+)" | cut -d: -f2- | tr -d '"'; }
-wait_gen() {
-  local i
-  for ((i = 0; i < 600; i++)); do
-    [ "$(sfield gen)" = "$1" ] && [ "$(sfield state)" = ok ] && return 0
-    sleep 0.1
-  done
-  die "job 185-0 not at generation $1: $(state)"
-}
 # wire_bytes FILE: bytes on the wire of every sync a migration logged.
 wire_bytes() {
   grep -oE 'incremental sync, [0-9]+ bytes of data, [0-9]+ on the wire' "$1" |
     awk '{ s += $7 } END { print s + 0 }'
-}
-# blocks NODE: how many blocks the guest has written (its console says).
-blocks() { grep -oE 'VMTEST OK .*blocks=[0-9]+' "$(rundir "$1" 185)/console.log" | tail -1 | grep -oE '[0-9]+$'; }
-intact() {  # intact NODE WHAT: running, counting on, memory and disk verified
-  local dir before
-  dir=$(rundir "$1" 185)
-  ctl "$1" status 185 | grep -qx 'status: running' || die "$2: guest not running on $1"
-  before=$(last_ok "$dir")
-  wait_console "$dir" 'VMTEST OK' "$(( $(count_lines "$dir/console.log" 'VMTEST OK') + 2 ))" 60
-  [ "$(last_ok "$dir")" -gt "$before" ] || die "$2: the guest stopped checking itself"
-  "$VMGUEST" verify --dir "$dir" | grep -q 'VMTEST VERIFY OK' || die "$2: verify on $1 failed"
 }
 
 tb down >/dev/null 2>&1 || true

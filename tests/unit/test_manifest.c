@@ -275,6 +275,52 @@ static void test_update(void **state)
 	img_free(&im);
 }
 
+/* Data a sender read is hashed as it goes (absorb): the update after it
+ * reads only the blocks the reads covered in part, and the hashes come
+ * out as if it had read everything. */
+static void test_absorb(void **state)
+{
+	uint64_t size = 3 * MiB + 1000, last = nblocks(size) - 1;
+	struct img im = img_new(size);
+	const struct tp_extent sent[] = {
+		{ 2 * B, 3 * B },          /* read as [2B, 3B+5), [3B+5, 5B): blocks 2 and 4 whole */
+		{ 10 * B + 8, 100 },        /* part of block 10 only */
+		{ last * B, size - last * B }, /* the short last block, whole */
+	};
+	struct err *e = NULL;
+
+	(void)state;
+	memset(im.data, 0x33, size);
+	assert_true(repl_manifest_update(im.m, img_read, &im, (struct tp_extent[]){ { 0, size } }, 1, NULL));
+	expect_diff(&im, NULL, 0);
+	for (uint64_t b = 0; b < nblocks(size); b++)
+		im.data[b * B + 9] = (uint8_t)b;
+	assert_true(repl_manifest_absorb(im.m, im.data + 2 * B, B + 5, 2 * B, &e));
+	assert_true(repl_manifest_absorb(im.m, im.data + 3 * B + 5, 2 * B - 5, 3 * B + 5, &e));
+	assert_true(repl_manifest_absorb(im.m, im.data + 10 * B + 8, 100, 10 * B + 8, &e));
+	assert_true(repl_manifest_absorb(im.m, im.data + last * B, size - last * B, last * B, &e));
+	assert_false(repl_manifest_absorb(im.m, im.data, 2, size - 1, &e));
+	assert_int_equal(e->code, ERR_INVAL);
+	err_free(e);
+	e = NULL;
+	img_reset(&im);
+	assert_true(repl_manifest_update(im.m, img_read, &im, sent, 3, &e));
+	/* Only blocks 3 (split between two reads) and 10 (in part) are read. */
+	assert_int_equal(im.bytes, 2 * B);
+	/* Every block the extents touch now has its new hash; the others
+	 * still the old one, so the diff finds exactly them. */
+	{
+		const struct tp_extent rest[] = { { 0, 2 * B }, { 5 * B, 5 * B }, { 11 * B, (last - 11) * B } };
+
+		expect_diff(&im, rest, 3);
+	}
+	/* The next update absorbs nothing: it reads what it covers. */
+	img_reset(&im);
+	assert_true(repl_manifest_update(im.m, img_read, &im, sent, 1, &e));
+	assert_int_equal(im.bytes, 3 * B);
+	img_free(&im);
+}
+
 static void sha256(const void *p, size_t len, uint8_t out[32])
 {
 	assert_true(EVP_Digest(p, len, out, NULL, EVP_sha256(), NULL));
@@ -580,6 +626,7 @@ int main(void)
 		cmocka_unit_test(test_new_sparse),
 		cmocka_unit_test(test_changed_blocks),
 		cmocka_unit_test(test_update),
+		cmocka_unit_test(test_absorb),
 		cmocka_unit_test(test_save_load),
 		cmocka_unit_test(test_load_refuses),
 		cmocka_unit_test(test_tail),
