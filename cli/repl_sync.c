@@ -321,6 +321,22 @@ static bool read_source(void *opaque, void *buf, size_t len, uint64_t off, struc
 	return true;
 }
 
+/* repl_manifest_diff over the whole disk; through the fleecing view with
+ * reads ahead (each chunk one NBD round trip otherwise: 4 GiB took 13 s). */
+static bool diff_all(struct source *src, uint64_t size, struct repl_manifest *m,
+		     struct tp_extent **ext, size_t *n, struct err **errp)
+{
+	const struct tp_extent all = { 0, size };
+	bool ok;
+
+	if (src->fd < 0 && src->f)
+		repl_fleece_plan(src->f, &all, 1, NULL); /* without, if out of memory */
+	ok = repl_manifest_diff(m, read_source, src, ext, n, errp);
+	if (src->fd < 0 && src->f)
+		repl_fleece_plan(src->f, NULL, 0, NULL);
+	return ok;
+}
+
 /* read_source that also hashes what it read (repl_manifest_absorb). */
 struct absorbing {
 	struct source *src;
@@ -382,7 +398,7 @@ static bool choose_extents(struct sync *s, struct disk *k, struct source *src, u
 	if (incremental && *m) {
 		say(s, "disk %s:%s: comparing block hashes with the last sync", k->d->storage,
 		    k->d->volume);
-		return repl_manifest_diff(*m, read_source, src, ext, n, errp);
+		return diff_all(src, k->size, *m, ext, n, errp);
 	}
 	if (incremental) {
 		say(s, "disk %s:%s: no hashes of the last sync (%s): sending it whole",
@@ -491,6 +507,9 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	fd = data_stream(s, (unsigned)json_object_get_int(v), errp);
 	if (fd < 0)
 		goto out;
+	/* Read ahead along the extents (without, if out of memory: slower). */
+	if (src.fd < 0 && src.f)
+		repl_fleece_plan(src.f, ext, n, NULL);
 	if (src.fd < 0 && rehash && !fresh) {
 		struct absorbing ab = { .src = &src, .m = m };
 
@@ -503,13 +522,15 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	else
 		sent = tp_stream_send_extents(fd, src.fd, k->size, ext, n, &so, &fin, errp);
 	shutdown(fd, SHUT_WR);
+	if (src.fd < 0 && src.f)
+		repl_fleece_plan(src.f, NULL, 0, NULL);
 	/* While the target applies: the hashes of what went (reads of the
 	 * same view; a new manifest hashes the whole disk). */
 	if (sent && rehash) {
 		struct tp_extent *all = NULL;
 		size_t nall = 0;
 
-		sent = fresh ? repl_manifest_diff(m, read_source, &src, &all, &nall, errp) :
+		sent = fresh ? diff_all(&src, k->size, m, &all, &nall, errp) :
 			       repl_manifest_update(m, read_source, &src, ext, n, errp);
 		free(all);
 	}

@@ -235,6 +235,12 @@ bool repl_fleece_dirty(struct repl_fleece *f, struct tp_extent **ext, size_t *n,
  * that view is in flight. */
 bool repl_fleece_read(void *fleece, void *buf, size_t len, uint64_t off, struct err **errp);
 uint64_t repl_fleece_size(const struct repl_fleece *f);
+/* The extents the next reads will take, in order (a sync's send): up to
+ * 24 MiB of them are read ahead, with requests in flight at once instead
+ * of one round trip each. Reads off the plan are still served. n = 0
+ * drops the plan (waiting for what is in flight). */
+bool repl_fleece_plan(struct repl_fleece *f, const struct tp_extent *ext, size_t n,
+		      struct err **errp);
 void repl_fleece_end(struct repl_fleece *f, bool ok);
 /* Removes the bitmaps of a job from the QEMU (job deleted), and what a
  * crashed sync of it left there. */

@@ -47,6 +47,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libnbd.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,9 +66,31 @@
 #define STATUS_CHUNK (UINT32_MAX / REPL_BLOCK * REPL_BLOCK) /* NBD counts are 32-bit */
 #define READ_CHUNK (32u << 20)  /* QEMU's NBD_MAX_BUFFER_SIZE */
 
+/* Reads issued ahead along a plan of extents (repl_fleece_plan). */
+#define RA_PIECE (1u << 20)      /* bytes per request */
+#define RA_SLOTS 24              /* requests in flight or waiting to be taken */
+
+struct ra_slot {
+	uint64_t off;
+	size_t len;
+	int64_t cookie;
+	uint8_t *buf;
+};
+
+struct readahead {
+	struct tp_extent *ext;
+	size_t n, xi;             /* the plan; the extent being issued */
+	uint64_t pos;             /* next byte of it to issue */
+	struct ra_slot slot[RA_SLOTS];
+	unsigned head, count;     /* a ring, in plan order */
+	bool failed;              /* an issue failed: the rest is read directly */
+};
+
 struct repl_fleece {
 	struct tp_qmp *q;
 	struct nbd_handle *nbd;
+	pthread_mutex_t ra_lock;  /* ra and nbd while ra is set */
+	struct readahead *ra;
 	unsigned drive;
 	char job[JOB_MAX + 1];
 	char disk[16];            /* diskN */
@@ -556,11 +579,14 @@ static bool connect_nbd(struct repl_fleece *f, struct err **errp)
 	return true;
 }
 
+static void ra_free(struct repl_fleece *f);
+
 /* Everything of the view goes; the bitmaps as `ok` says (repl.h). */
 static bool teardown(struct repl_fleece *f, bool ok, struct err **errp)
 {
 	bool done = true;
 
+	ra_free(f);
 	if (f->nbd) {
 		nbd_shutdown(f->nbd, 0);
 		nbd_close(f->nbd);
@@ -614,6 +640,7 @@ struct repl_fleece *repl_fleece_begin(struct tp_qmp *q, const char *run_dir, uns
 		return NULL;
 	}
 	f->q = q;
+	pthread_mutex_init(&f->ra_lock, NULL);
 	f->drive = drive;
 	snprintf(f->job, sizeof(f->job), "%s", job);
 	snprintf(f->disk, sizeof(f->disk), "disk%u", drive);
@@ -656,6 +683,7 @@ struct repl_fleece *repl_fleece_begin(struct tp_qmp *q, const char *run_dir, uns
 fail:
 	err_prefix(errp ? *errp : NULL, "drive%u: fleecing for job %s", drive, job);
 	teardown(f, false, NULL);
+	pthread_mutex_destroy(&f->ra_lock);
 	free(f);
 	return NULL;
 }
@@ -766,13 +794,149 @@ fail:
 	return false;
 }
 
+/* ---- reading ahead ---------------------------------------------------------------------
+ * A sync reads the dirty extents in order, one at a time: each an NBD round
+ * trip through QEMU (and a disk read, the data written O_DIRECT). With the
+ * plan known, up to RA_SLOTS requests are in flight instead, and reads that
+ * follow the plan are served from them. */
+
+/* Waits for slot s's request; false if it failed. */
+static bool ra_wait(struct repl_fleece *f, struct ra_slot *s)
+{
+	int r;
+
+	while ((r = nbd_aio_command_completed(f->nbd, (uint64_t)s->cookie)) == 0)
+		if (nbd_poll(f->nbd, -1) < 0)
+			return false;
+	return r == 1;
+}
+
+static void ra_pop(struct repl_fleece *f)
+{
+	struct readahead *ra = f->ra;
+	struct ra_slot *s = &ra->slot[ra->head];
+
+	if (s->cookie > 0)
+		ra_wait(f, s); /* its buffer must not go while QEMU's reply may land in it */
+	free(s->buf);
+	*s = (struct ra_slot){ 0 };
+	ra->head = (ra->head + 1) % RA_SLOTS;
+	ra->count--;
+}
+
+/* Issues requests along the plan until the slots are full. */
+static void ra_fill(struct repl_fleece *f)
+{
+	struct readahead *ra = f->ra;
+
+	while (!ra->failed && ra->count < RA_SLOTS && ra->xi < ra->n) {
+		const struct tp_extent *x = &ra->ext[ra->xi];
+		struct ra_slot *s = &ra->slot[(ra->head + ra->count) % RA_SLOTS];
+		uint64_t end = x->offset + x->length;
+
+		if (ra->pos < x->offset)
+			ra->pos = x->offset;
+		if (ra->pos >= end) {
+			ra->xi++;
+			continue;
+		}
+		s->off = ra->pos;
+		s->len = end - ra->pos < RA_PIECE ? (size_t)(end - ra->pos) : RA_PIECE;
+		s->buf = malloc(s->len);
+		s->cookie = s->buf ? nbd_aio_pread(f->nbd, s->buf, s->len, s->off, NBD_NULL_COMPLETION, 0)
+				   : -1;
+		if (s->cookie <= 0) {
+			free(s->buf);
+			*s = (struct ra_slot){ 0 };
+			ra->failed = true;
+			return;
+		}
+		ra->pos += s->len;
+		ra->count++;
+	}
+}
+
+static void ra_free(struct repl_fleece *f)
+{
+	if (!f->ra)
+		return;
+	while (f->ra->count)
+		ra_pop(f);
+	free(f->ra->ext);
+	free(f->ra);
+	f->ra = NULL;
+}
+
+/* Serves what it can of [*off, *off + *len) from the read-ahead, in plan
+ * order; what is left (off the plan) the caller reads directly. */
+static bool ra_take(struct repl_fleece *f, uint8_t **buf, size_t *len, uint64_t *off,
+		    struct err **errp)
+{
+	struct readahead *ra = f->ra;
+
+	while (*len) {
+		struct ra_slot *s;
+		size_t n;
+
+		ra_fill(f);
+		while (ra->count && ra->slot[ra->head].off + ra->slot[ra->head].len <= *off)
+			ra_pop(f); /* behind the reader: skipped */
+		s = &ra->slot[ra->head];
+		if (!ra->count || s->off > *off)
+			return true;
+		if (s->cookie > 0 && !ra_wait(f, s)) {
+			s->cookie = 0;
+			return err_set(errp, ERR_IO, "drive%u: reading %zu bytes at %" PRIu64
+				       " of the fleecing export: %s", f->drive, s->len, s->off,
+				       nbd_get_error() ? nbd_get_error() : "unknown error");
+		}
+		s->cookie = 0; /* done: its data is s->buf's */
+		n = (size_t)(s->off + s->len - *off) < *len ? (size_t)(s->off + s->len - *off) : *len;
+		memcpy(*buf, s->buf + (*off - s->off), n);
+		*buf += n;
+		*off += n;
+		*len -= n;
+	}
+	return true;
+}
+
+bool repl_fleece_plan(struct repl_fleece *f, const struct tp_extent *ext, size_t n,
+		      struct err **errp)
+{
+	struct readahead *ra = NULL;
+
+	pthread_mutex_lock(&f->ra_lock);
+	ra_free(f);
+	if (n && (!(ra = calloc(1, sizeof(*ra))) || !(ra->ext = malloc(n * sizeof(*ext))))) {
+		free(ra);
+		pthread_mutex_unlock(&f->ra_lock);
+		return err_set(errp, ERR_IO, "out of memory");
+	}
+	if (ra) {
+		memcpy(ra->ext, ext, n * sizeof(*ext));
+		ra->n = n;
+		f->ra = ra;
+	}
+	pthread_mutex_unlock(&f->ra_lock);
+	return true;
+}
+
 bool repl_fleece_read(void *fleece, void *buf, size_t len, uint64_t off, struct err **errp)
 {
 	struct repl_fleece *f = fleece;
+	bool planned;
 
 	if (off > f->size || len > f->size - off)
 		return err_set(errp, ERR_INVAL, "drive%u: read of %zu bytes at %" PRIu64
 			       " past the end (%" PRIu64 ")", f->drive, len, off, f->size);
+	pthread_mutex_lock(&f->ra_lock);
+	planned = f->ra != NULL;
+	if (planned && !ra_take(f, (uint8_t **)&buf, &len, &off, errp)) {
+		pthread_mutex_unlock(&f->ra_lock);
+		return false;
+	}
+	if (!planned)
+		pthread_mutex_unlock(&f->ra_lock);
 	while (len) {
 		size_t chunk = len < f->max_read ? len : f->max_read;
 
@@ -784,6 +948,8 @@ bool repl_fleece_read(void *fleece, void *buf, size_t len, uint64_t off, struct 
 		off += chunk;
 		len -= chunk;
 	}
+	if (planned)
+		pthread_mutex_unlock(&f->ra_lock);
 	return true;
 }
 
@@ -803,6 +969,7 @@ void repl_fleece_end(struct repl_fleece *f, bool ok)
 			 "up)", f->drive, f->job, e->msg);
 		err_free(e);
 	}
+	pthread_mutex_destroy(&f->ra_lock);
 	free(f);
 }
 

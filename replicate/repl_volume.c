@@ -176,7 +176,7 @@ static pid_t spawn(struct repl_vol *v, char *const argv[], struct err **errp)
 	char dir[] = "/tmp/vmm-nbd.XXXXXX", sock[64], pidenv[40] = "LISTEN_PID=";
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	_cleanup_free_ char **envp = NULL;
-	_cleanup_close_ int lfd = -1;
+	_cleanup_close_ int lfd = -1, cfd = -1;
 	pid_t parent = getpid(), pid = -1;
 	size_t ne = 0, k = 0;
 
@@ -197,11 +197,18 @@ static pid_t spawn(struct repl_vol *v, char *const argv[], struct err **errp)
 	}
 	snprintf(sock, sizeof(sock), "%s/nbd.sock", dir);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", sock);
+	/* Connected at once (the backlog holds it until qemu-nbd accepts), so
+	 * the socket's name and directory go before anything can block: a
+	 * caller killed from here on leaves nothing in /tmp. */
 	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(lfd, 1) < 0) {
-		err_set_errno(errp, errno, "cannot listen on '%s'", sock);
+	cfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || cfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(lfd, 1) < 0 || connect(cfd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
+		err_set_errno(errp, errno, "cannot connect to '%s'", sock);
 		goto out;
 	}
+	unlink(sock);
+	rmdir(dir);
 	pid = fork();
 	if (pid < 0) {
 		err_set_errno(errp, errno, "cannot start qemu-nbd");
@@ -221,12 +228,14 @@ static pid_t spawn(struct repl_vol *v, char *const argv[], struct err **errp)
 		_exit(127);
 	}
 	close(TAKE_FD(lfd));
-	if (nbd_connect_unix(v->nbd, sock) < 0) {
+	if (nbd_connect_socket(v->nbd, cfd) < 0) {
 		vol_fail(v, errp, "open (qemu-nbd)", 0);
-		kill(pid, SIGTERM);
+		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
-		pid = -1;
+		return -1;
 	}
+	TAKE_FD(cfd); /* libnbd's now */
+	return pid;
 out:
 	unlink(sock);
 	rmdir(dir);

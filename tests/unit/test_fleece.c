@@ -340,6 +340,48 @@ static void test_point_in_time(void **state)
 	assert_clean(0, "pit", 1);
 }
 
+/* Reads along a plan come from the read-ahead (many extents, some longer
+ * than one request, read in pieces as a sender does); reads off the plan,
+ * a gap skipped and a read past the plan's end are still right; the view
+ * is still the point in time. */
+static void test_read_ahead(void **state)
+{
+	struct tp_extent plan[40];
+	struct repl_fleece *f;
+	struct err *e = NULL;
+
+	(void)state;
+	if (fx.skip)
+		skip();
+	for (unsigned i = 0; i < 40; i++) {
+		plan[i] = (struct tp_extent){ 12 * MIB + i * 2 * K64, K64 };
+		gwrite(0, 0x40 + (int)i, plan[i].offset, K64);
+	}
+	plan[39].length = 3 * MIB; /* one extent of several requests */
+	gwrite(0, 0x67, plan[39].offset, 3 * MIB);
+	f = begin(0, "ra");
+	assert_true(repl_fleece_plan(f, plan, 40, &e));
+	gwrite(0, 0x99, plan[0].offset, K64); /* after begin: not in the view */
+	for (unsigned i = 0; i < 39; i++) {
+		if (i == 7)
+			continue; /* skipped: its request is dropped unread */
+		check_read(f, plan[i].offset, K64 / 2, 0x40 + (int)i);
+		check_read(f, plan[i].offset + K64 / 2, K64 / 2, 0x40 + (int)i);
+	}
+	check_read(f, plan[7].offset, K64, 0x47);          /* behind the reader now */
+	check_read(f, plan[39].offset, 1 * MIB + 4096, 0x67);
+	check_read(f, plan[39].offset + 1 * MIB + 4096, 2 * MIB - 4096, 0x67);
+	check_read(f, 40 * MIB, K64, 0);                    /* past the plan */
+	assert_true(repl_fleece_plan(f, NULL, 0, &e));
+	check_read(f, plan[3].offset, K64, 0x43);
+	repl_fleece_end(f, true);
+	/* Job pit (test_point_in_time's) recorded these writes: a sync of it
+	 * leaves it clean for the tests after this one. */
+	f = begin(0, "pit");
+	dirty(f, true);
+	repl_fleece_end(f, true);
+}
+
 static void test_failed_sync_keeps_both(void **state)
 {
 	struct repl_fleece *f;
@@ -672,6 +714,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_first_sync),
 		cmocka_unit_test(test_point_in_time),
+		cmocka_unit_test(test_read_ahead),
 		cmocka_unit_test(test_failed_sync_keeps_both),
 		cmocka_unit_test(test_two_disks_share_server),
 		cmocka_unit_test(test_crash_is_swept),
