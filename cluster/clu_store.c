@@ -20,6 +20,11 @@ struct clu_store {
 	sqlite3 *db;
 	uint64_t version;
 	sqlite3_stmt *get, *put, *del, *setver;
+	/* clu_store_checksum's last result: a scan of the whole store, asked
+	 * for by every `status` (each CLI command asks once or more), while
+	 * the store changes far less often. Dropped before any change. */
+	bool sum_ok;
+	uint64_t sum;
 };
 
 static bool db_fail(struct clu_store *s, struct err **errp, const char *what)
@@ -299,6 +304,7 @@ bool clu_store_apply(struct clu_store *s, const struct clu_op *op, struct err **
 		return false;
 	if (op->kind == CLU_OP_UNLOCK && !del)
 		return true; /* an absent lock changes nothing, not even the version */
+	s->sum_ok = false;
 	if (!exec(s, "BEGIN IMMEDIATE", errp))
 		return false;
 	ok = change(s, op->key, del ? NULL : newval, errp);
@@ -336,8 +342,11 @@ uint64_t clu_store_checksum(struct clu_store *s)
 {
 	struct sum x = { 14695981039346656037ULL };
 
+	if (s->sum_ok)
+		return s->sum;
 	fnv(&x, &s->version, sizeof(s->version));
-	clu_store_list(s, "", sum_one, &x, NULL);
+	s->sum_ok = clu_store_list(s, "", sum_one, &x, NULL);
+	s->sum = x.h;
 	return x.h;
 }
 
@@ -417,6 +426,7 @@ bool clu_store_replace(struct clu_store *s, uint64_t version, struct json_object
 {
 	char sql[64];
 
+	s->sum_ok = false;
 	if (!exec(s, "BEGIN IMMEDIATE; DELETE FROM entries;", errp))
 		return false;
 	for (unsigned c = 0; c < nchunks; c++) {

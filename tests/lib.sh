@@ -21,6 +21,19 @@ note() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 tb() { "$TESTBED" "$@"; }
 
+# testbed_cleanup: the common end of a testbed scenario (trap it on EXIT):
+# every QEMU under the nodes' run directories and under $RUN killed by its
+# pid, vmmd stopped on each node, the testbed down, $RUN removed.
+testbed_cleanup() {
+  local p n
+  for p in "$TB_STATE"/*/run/*/qemu.pid "$RUN"/*/qemu.pid; do
+    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
+  done
+  for n in uno due tre; do node_vmmd_stop $n; done
+  tb down >/dev/null 2>&1 || true
+  rm -rf "$RUN"
+}
+
 # guest_start NODE NAME MEM APPEND [extra vmguest args...]
 guest_start() {
   local node=$1 name=$2 mem=$3 append=$4; shift 4

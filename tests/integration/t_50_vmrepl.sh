@@ -18,15 +18,9 @@ source "$(dirname "$0")/lib_repl.sh"
 NET=10.99.2.0/24
 
 cleanup() {
-  local p
   ip -n vmm-sw link set due-c up 2>/dev/null || true
   ip -n vmm-sw link set due-m up 2>/dev/null || true
-  for p in "$TB_STATE"/*/run/*/qemu.pid "$RUN"/*/qemu.pid; do
-    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-  done
-  for n in uno due tre; do node_vmmd_stop $n; done
-  tb down >/dev/null 2>&1 || true
-  rm -rf "$RUN"
+  testbed_cleanup
 }
 trap cleanup EXIT
 

@@ -21,16 +21,7 @@ VMID=185 JOB=185-0
 source "$(dirname "$0")/lib_repl.sh"
 NET=10.99.2.0/24
 
-cleanup() {
-  local p
-  for p in "$TB_STATE"/*/run/*/qemu.pid; do
-    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-  done
-  for n in uno due tre; do node_vmmd_stop $n; done
-  tb down >/dev/null 2>&1 || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+trap testbed_cleanup EXIT
 
 vol() { echo "$TB_STATE/$1/vmm/images/185/vm-185-disk-0.raw"; }
 # wire_bytes FILE: bytes on the wire of every sync a migration logged.

@@ -20,16 +20,7 @@ VMID=186 JOB=186-0
 source "$(dirname "$0")/lib_repl.sh"
 NET=10.99.2.0/24
 
-cleanup() {
-  local p
-  for p in "$TB_STATE"/*/run/*/qemu.pid "$RUN"/*/qemu.pid; do
-    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-  done
-  for n in uno due tre; do node_vmmd_stop $n; done
-  tb down >/dev/null 2>&1 || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
+trap testbed_cleanup EXIT
 
 vol() { echo "$TB_STATE/$1/vmm/images/186/vm-186-disk-0.qcow2"; }
 # same_disk A B WHAT: the two qcow2 images read the same to a guest (-U: a

@@ -200,6 +200,7 @@ static void test_snapshot_round_trip(void **state)
 	struct chunks cs = { .n = 0 };
 	struct err *e = NULL;
 	char key[64], val[200];
+	uint64_t stale;
 
 	(void)state;
 	for (int i = 0; i < 300; i++) {
@@ -210,8 +211,10 @@ static void test_snapshot_round_trip(void **state)
 	assert_true(apply(b, (struct clu_op){ .kind = CLU_OP_PUT, .key = "stale", .value = "x" }, &e));
 	assert_true(clu_store_dump(a, 8192, keep_chunk, &cs, &e));
 	assert_true(cs.n > 3); /* really chunked */
+	stale = clu_store_checksum(b); /* remembered by b: replace must drop it */
 	assert_true(clu_store_replace(b, clu_store_version(a), cs.c, cs.n, &e));
 	assert_true(clu_store_checksum(a) == clu_store_checksum(b));
+	assert_false(clu_store_checksum(b) == stale);
 	assert_null(clu_store_get(b, "stale", NULL, &e));
 	err_free(e);
 	for (unsigned i = 0; i < cs.n; i++)
