@@ -295,7 +295,8 @@ bool repl_state_delete(struct clu_client *c, const char *job, struct err **errp)
 int repl_retry_delay_s(unsigned fail_count);
 /* When the job runs next: now if run_now; after a failure last_try plus
  * the retry delay; else the schedule's first event after the last attempt
- * (or after its creation). False if the schedule has no next event. */
+ * (or after its creation; after now for a job without a state record yet).
+ * False if the schedule has no next event. */
 bool repl_next_run(const struct repl_schedule *s, const struct repl_job_state *st, time_t now,
 		   time_t *next);
 

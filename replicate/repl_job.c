@@ -57,8 +57,12 @@ bool repl_next_run(const struct repl_schedule *s, const struct repl_job_state *s
 		return true;
 	}
 	/* Never synced: the first event after the job was created; a sync
-	 * that ran: the first event after it started. */
-	return repl_schedule_next(s, st->last_try ? (time_t)st->last_try : (time_t)st->created,
+	 * that ran: the first event after it started. A job whose state is
+	 * not written yet (vmrepl create writes the job first): after now -
+	 * not after 1970, which made a scheduler tick in between run a new
+	 * yearly job at once. */
+	return repl_schedule_next(s, st->last_try ? (time_t)st->last_try :
+				     st->created ? (time_t)st->created : now,
 				  false, next);
 }
 

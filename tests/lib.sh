@@ -21,6 +21,17 @@ note() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*"; }
 
 tb() { "$TESTBED" "$@"; }
 
+# testbed_fresh NODE...: a new testbed of these nodes (its first ones:
+# uno due tre), $RUN made, each node's vmmd started and synced.
+testbed_fresh() {
+  local n
+  tb down >/dev/null 2>&1 || true
+  tb up "$#"
+  mkdir -p "$RUN"
+  for n in "$@"; do node_vmmd_start "$n"; done
+  node_wait_synced "$@"
+}
+
 # testbed_cleanup: the common end of a testbed scenario (trap it on EXIT):
 # every QEMU under the nodes' run directories and under $RUN killed by its
 # pid, vmmd stopped on each node, the testbed down, $RUN removed.

@@ -46,10 +46,16 @@ ms() { echo $(( ($(date +%s%N) - $1) / 1000000 )); }
 # would otherwise be written back inside the first fsync a case makes
 # (ext4 data=ordered), billing seconds of someone else's I/O to it.
 settle() { sync; sleep 1; }
-# last_sync: "data wire" bytes of the job's last incremental sync (its log).
-last_sync() {
-  repl uno log 190-0 | grep -oE '(incremental|full) sync, [0-9]+ bytes of data, [0-9]+ on the wire' |
-    tail -1 | awk '{ print $3, $7 }'
+# timed_run JOB NAME: with the page cache settled, one run of JOB, timed:
+# sets NAME_ms, and NAME_data and NAME_wire (bytes, from the job's log).
+timed_run() {
+  local t0
+  settle
+  t0=$(date +%s%N)
+  repl uno run --id "$1" >/dev/null || die "the run of $1 failed: $(repl uno log "$1" | tail -2)"
+  read -r "${2}_ms" "${2}_data" "${2}_wire" <<<"$(ms "$t0") $(repl uno log "$1" |
+    grep -oE '(incremental|full) sync, [0-9]+ bytes of data, [0-9]+ on the wire' | tail -1 |
+    awk '{ print $3, $7 }')"
 }
 # rewrite_running VMID: 1% of the 64 KiB blocks rewritten through the
 # running guest's QEMU (qemu-io on its drive), so its dirty bitmap records them.
@@ -71,11 +77,7 @@ head -c $((MIB << 20)) /dev/urandom | dd of="$SRC" bs=4M conv=notrunc iflag=full
 repl uno create 190-0 due --schedule yearly >/dev/null
 
 # Full sync.
-settle
-t0=$(date +%s%N)
-repl uno run --id 190-0 >/dev/null
-full_ms=$(ms "$t0")
-read -r full_data full_wire < <(last_sync)
+timed_run 190-0 full
 cmp -s "$SRC" "$REP" || die "the replica differs after the full sync"
 
 # The previous image for rsync, beside the replica on due.
@@ -88,11 +90,7 @@ done | sort -n >"$RUN/blocks"
 while read -r b; do
   dd if=/dev/urandom of="$SRC" bs=64K seek="$b" count=1 conv=notrunc status=none
 done <"$RUN/blocks"
-settle
-t0=$(date +%s%N)
-repl uno run --id 190-0 >/dev/null
-hash_ms=$(ms "$t0")
-read -r hash_data hash_wire < <(last_sync)
+timed_run 190-0 hash
 cmp -s "$SRC" "$REP" || die "the replica differs after the hash sync"
 
 # rsync --inplace over OpenSSH, the same change, into the previous image.
@@ -112,11 +110,7 @@ ctl uno start 190 >/dev/null
 repl uno run --id 190-0 >/dev/null
 for i in $(seq 0 31); do head -c 65536 /dev/urandom >"$RUN/rand$i"; done
 rewrite_running 190
-settle
-t0=$(date +%s%N)
-repl uno run --id 190-0 >/dev/null
-bm_ms=$(ms "$t0")
-read -r bm_data bm_wire < <(last_sync)
+timed_run 190-0 bm
 repl uno log 190-0 | grep -q 'dirty extent' || die "the running sync did not use the bitmap: $(repl uno log 190-0)"
 ctl uno stop 190 >/dev/null
 cmp -s "$SRC" "$REP" || die "the replica differs after the bitmap sync"
@@ -128,25 +122,13 @@ ctl uno create 191 --name rq --memory 256 --disk "local:${MIB}M,format=qcow2" --
   --initrd "$GUEST_DIR/initramfs.cpio.gz" --append "$APP" >/dev/null
 qemu-img convert -n -f raw -O qcow2 "$SRC" "$QSRC"
 repl uno create 191-0 due --schedule yearly >/dev/null
-qlast() {
-  repl uno log 191-0 | grep -oE '(incremental|full) sync, [0-9]+ bytes of data, [0-9]+ on the wire' |
-    tail -1 | awk '{ print $3, $7 }'
-}
 qsame() { qemu-img compare -U -q -f qcow2 -F qcow2 "$QSRC" "$QREP" || die "the qcow2 replica differs $1"; }
-settle
-t0=$(date +%s%N)
-repl uno run --id 191-0 >/dev/null
-qfull_ms=$(ms "$t0")
-read -r qfull_data qfull_wire < <(qlast)
+timed_run 191-0 qfull
 qsame "after the full sync"
 ctl uno start 191 >/dev/null
 repl uno run --id 191-0 >/dev/null     # the bitmap starts recording
 rewrite_running 191
-settle
-t0=$(date +%s%N)
-repl uno run --id 191-0 >/dev/null
-qbm_ms=$(ms "$t0")
-read -r qbm_data qbm_wire < <(qlast)
+timed_run 191-0 qbm
 repl uno log 191-0 | tail -3 | grep -q 'dirty extent' || die "the qcow2 sync did not use the bitmap: $(repl uno log 191-0 | tail -3)"
 ctl uno stop 191 >/dev/null
 qsame "after the bitmap sync"
@@ -154,11 +136,7 @@ for b in $(shuf -i 0-$((BLOCKS - 1)) -n $NCHG); do
   echo "write -s $RUN/rand$((b % 32)) $((b * 65536)) 64k"
 done >"$RUN/qio"
 qemu-io -f qcow2 "$QSRC" <"$RUN/qio" >/dev/null
-settle
-t0=$(date +%s%N)
-repl uno run --id 191-0 >/dev/null
-qhash_ms=$(ms "$t0")
-read -r qhash_data qhash_wire < <(qlast)
+timed_run 191-0 qhash
 repl uno log 191-0 | tail -3 | grep -q 'comparing block hashes' || die "the stopped qcow2 sync did not compare hashes"
 qsame "after the hash sync"
 

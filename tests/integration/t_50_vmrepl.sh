@@ -34,11 +34,7 @@ expect_bad() {  # expect_bad NEEDLE ARGS...: vmrepl on uno fails with rc 2, one 
   grep -qF -- "$needle" "$RUN/err" || die "vmrepl $*: expected '$needle': $(cat "$RUN/err")"
 }
 
-tb down >/dev/null 2>&1 || true
-tb up 3
-mkdir -p "$RUN"
-for n in uno due tre; do node_vmmd_start $n; done
-node_wait_synced uno due tre
+testbed_fresh uno due tre
 app="console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA vmtest.disk=/dev/vda"
 ctl uno create 180 --name rep --memory 256 --disk local:256M --kernel "$GUEST_DIR/vmlinux" \
   --initrd "$GUEST_DIR/initramfs.cpio.gz" --append "$app vmtest.mode=disk vmtest.rate=2" >/dev/null

@@ -30,11 +30,7 @@ wire_bytes() {
     awk '{ s += $7 } END { print s + 0 }'
 }
 
-tb down >/dev/null 2>&1 || true
-tb up 3
-mkdir -p "$RUN"
-for n in uno due tre; do node_vmmd_start $n; done
-node_wait_synced uno due tre
+testbed_fresh uno due tre
 app="console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA vmtest.disk=/dev/vda"
 ctl uno create 185 --name rm --memory 256 --disk local:256M --kernel "$GUEST_DIR/vmlinux" \
   --initrd "$GUEST_DIR/initramfs.cpio.gz" \

@@ -30,11 +30,7 @@ same_disk() {
 }
 is_qcow2() { [ "$(head -c 4 "$1" | od -An -tx1 | tr -d ' ')" = 514649fb ] || die "$1 is not a qcow2 image"; }
 
-tb down >/dev/null 2>&1 || true
-tb up 3
-mkdir -p "$RUN"
-for n in uno due tre; do node_vmmd_start $n; done
-node_wait_synced uno due tre
+testbed_fresh uno due tre
 app="console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA vmtest.disk=/dev/vda"
 ctl uno create 186 --name q2 --memory 256 --disk local:256M,format=qcow2 \
   --kernel "$GUEST_DIR/vmlinux" --initrd "$GUEST_DIR/initramfs.cpio.gz" \

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "replicate/repl.h"
 #include "replicate/repl_schedule.h"
 
 #define BERLIN "CET-1CEST,M3.5.0,M10.5.0/3"
@@ -357,6 +358,32 @@ static const struct fmt_case fmt_cases[] = {
 	{ "12:00:00", "12:00" },
 };
 
+/* When a job runs next, from its state (repl_next_run). */
+static void test_next_run(void **state)
+{
+	struct repl_schedule sch;
+	struct repl_job_state st = { .state = REPL_STATE_NEW };
+	time_t now = 1790000000, next; /* 2026-09-21 14:13:20 UTC */
+
+	(void)state;
+	assert_true(repl_schedule_parse("yearly UTC", &sch, NULL));
+	/* No state record yet: from now, not from 1970 (due at once). */
+	assert_true(repl_next_run(&sch, &st, now, &next));
+	assert_int_equal(next, 1798761600); /* 2027-01-01 00:00 UTC */
+	st.created = 1700000000;            /* 2023-11-14 */
+	assert_true(repl_next_run(&sch, &st, now, &next));
+	assert_int_equal(next, 1704067200); /* 2024-01-01: overdue, runs now */
+	st.last_try = now - 60;
+	assert_true(repl_next_run(&sch, &st, now, &next));
+	assert_int_equal(next, 1798761600);
+	st.fail_count = 2;
+	assert_true(repl_next_run(&sch, &st, now, &next));
+	assert_int_equal(next, now - 60 + 600);
+	st.run_now = true;
+	assert_true(repl_next_run(&sch, &st, now, &next));
+	assert_int_equal(next, now);
+}
+
 static void test_format(void **state)
 {
 	(void)state;
@@ -511,6 +538,7 @@ int main(void)
 		cmocka_unit_test(test_next_tzdata),
 		cmocka_unit_test(test_dst_nights),
 		cmocka_unit_test(test_next_out_of_range),
+		cmocka_unit_test(test_next_run),
 		cmocka_unit_test(test_format),
 		cmocka_unit_test(test_bits),
 		cmocka_unit_test(test_bad),
