@@ -124,20 +124,20 @@ bool repl_vol_create_qcow2(const char *path, uint64_t size, struct err **errp)
 {
 	char sz[32];
 	char *argv[] = { "qemu-img", "create", "-q", "-f", "qcow2", "--", (char *)path, sz, NULL };
-	struct stat st;
+	int fd;
 
 	if (size % 512)
 		return err_set(errp, ERR_INVAL, "a qcow2 image holds whole 512-byte sectors, not %" PRIu64 " bytes",
 			       size);
-	if (lstat(path, &st) == 0)
-		return err_set(errp, ERR_CONFLICT, "'%s' exists", path);
+	/* Made here first, exclusively: qemu-img would overwrite a file that
+	 * appeared meanwhile (another guest's disk, a replica). */
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return errno == EEXIST ? err_set(errp, ERR_CONFLICT, "'%s' exists", path) :
+					 err_set_errno(errp, errno, "cannot create '%s'", path);
+	close(fd);
 	snprintf(sz, sizeof(sz), "%" PRIu64, size);
 	if (!run(argv, errp)) {
-		unlink(path);
-		return false;
-	}
-	if (chmod(path, 0600) < 0) {
-		err_set_errno(errp, errno, "cannot chmod '%s'", path);
 		unlink(path);
 		return false;
 	}
