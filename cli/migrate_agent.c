@@ -377,7 +377,7 @@ static bool new_disks(struct agent *ag, struct clu_guest_rec *r, struct json_obj
 			return false;
 		/* The mirror writes the guest's view: a qcow2 volume (by its
 		 * name) is a new image of that virtual size. */
-		if (repl_vol_is_qcow2(path)) {
+		if (util_volume_is_qcow2(path)) {
 			if (!repl_vol_create_qcow2(path, (uint64_t)size, errp)) {
 				free(path);
 				return false;

@@ -362,7 +362,7 @@ static bool check_disks(struct run *r, bool online, struct err **errp)
 			/* Offline the file's bytes go; online the guest's view is
 			 * mirrored into a new volume of its size (qcow2: virtual). */
 			size = (uint64_t)sb.st_size;
-			if (online && repl_vol_is_qcow2(path)) {
+			if (online && util_volume_is_qcow2(path)) {
 				_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
 
 				if (fd < 0 || !repl_vol_size(path, fd, true, &size, errp)) {

@@ -158,7 +158,7 @@ static bool local_disks(struct sync *s, struct err **errp)
 		}
 		/* The guest's size of it: a qcow2 image's virtual size. */
 		fd = open(k->path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0 || !repl_vol_size(k->path, fd, repl_vol_is_qcow2(k->path), &k->size, errp)) {
+		if (fd < 0 || !repl_vol_size(k->path, fd, util_volume_is_qcow2(k->path), &k->size, errp)) {
 			if (fd < 0)
 				err_set_errno(errp, errno, "disk %s:%s: '%s'", d->storage, d->volume,
 					      k->path);
@@ -458,13 +458,13 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 		 * flushed its disks (vm stop), so a raw file is the point in time;
 		 * reads from it skip an NBD round trip per extent. The fleece
 		 * still says which extents. */
-		if (s->hashes_later && !repl_vol_is_qcow2(k->path) &&
+		if (s->hashes_later && !util_volume_is_qcow2(k->path) &&
 		    (src.fd = open(k->path, O_RDONLY | O_CLOEXEC)) < 0) {
 			err_set_errno(errp, errno, "open '%s'", k->path);
 			repl_fleece_end(src.f, false);
 			return false;
 		}
-	} else if (repl_vol_is_qcow2(k->path)) {
+	} else if (util_volume_is_qcow2(k->path)) {
 		src.vol = repl_vol_open(k->path, false, errp);
 		if (!src.vol)
 			return false;
@@ -898,7 +898,7 @@ static bool mig_hashes(struct sync *s, struct disk *k, struct err **errp)
 	m = repl_manifest_load(mpath, k->size, k->hashed_gen, errp);
 	if (!m)
 		return false;
-	if (repl_vol_is_qcow2(k->path)) {
+	if (util_volume_is_qcow2(k->path)) {
 		struct repl_vol *v = repl_vol_open(k->path, false, errp);
 
 		ok = v && repl_manifest_update(m, repl_vol_read, v, k->later, k->nlater, errp) &&

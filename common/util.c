@@ -206,6 +206,13 @@ bool util_write_file(const char *path, const char *data, int mode, struct err **
 	return util_write_file_bytes(path, data, strlen(data), mode, errp);
 }
 
+bool util_volume_is_qcow2(const char *path)
+{
+	size_t n = strlen(path);
+
+	return n > 6 && !strcmp(path + n - 6, ".qcow2");
+}
+
 bool util_pid_alive(pid_t pid)
 {
 	char path[64], buf[512];

@@ -54,6 +54,11 @@ bool util_write_file_bytes(const char *path, const void *data, size_t len, int m
 bool util_write_file(const char *path, const char *data, int mode,
 		     struct err **errp);
 
+/* A volume's format comes from its name, never from its content (a
+ * guest can write a qcow2 header into its raw disk and so choose a
+ * backing file): true for a name ending in ".qcow2", else raw. */
+bool util_volume_is_qcow2(const char *path);
+
 /* True if the process exists and is not a zombie. */
 bool util_pid_alive(pid_t pid);
 

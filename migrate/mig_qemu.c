@@ -138,16 +138,6 @@ static void argv_free(struct argv *a)
 	a->n = 0;
 }
 
-/* The format comes from the volume's name, never from its content: a guest
- * that writes a qcow2 header into its raw disk must not get it opened as
- * qcow2 next time (with a backing file of its choosing). */
-static bool is_qcow2(const char *path)
-{
-	size_t n = strlen(path);
-
-	return n > 6 && !strcmp(path + n - 6, ".qcow2");
-}
-
 /* cache=none (O_DIRECT) is what makes shared-storage migration safe, but
  * tmpfs and some others refuse O_DIRECT: fall back and say so. */
 static const char *cache_mode(const char *path)
@@ -212,7 +202,7 @@ static void build_argv(const struct mig_qemu_spec *s, const char *qemu, struct a
 		arg(a, "-drive");
 		/* node-name: what a target exports over NBD when disks move */
 		arg(a, "if=none,id=drive%u,node-name=disk%u,file=%s,format=%s,cache=%s", i, i,
-		    s->disks[i], is_qcow2(s->disks[i]) ? "qcow2" : "raw", cache_mode(s->disks[i]));
+		    s->disks[i], util_volume_is_qcow2(s->disks[i]) ? "qcow2" : "raw", cache_mode(s->disks[i]));
 		arg(a, "-device");
 		arg(a, "virtio-blk-pci,drive=drive%u,id=vd%u%s", i, i,
 		    !s->kernel && i == 0 ? ",bootindex=0" : "");

@@ -51,13 +51,11 @@ typedef bool (*repl_read_fn)(void *opaque, void *buf, size_t len, uint64_t off,
 			     struct err **errp);
 
 /* ---- a volume as its guest sees it (repl_volume.c) ------------------------------
- * The format comes from the volume's name, never from its content (a
- * guest can write any header into a raw disk): a name ending in ".qcow2"
- * is qcow2, anything else raw. A raw volume's bytes are what its guest
+ * The format comes from the volume's name (util_volume_is_qcow2), never
+ * from its content. A raw volume's bytes are what its guest
  * sees; a qcow2 volume is read and written through a qemu-nbd child of
  * ours (started with -f qcow2), which exits when we close it or die. */
 
-bool repl_vol_is_qcow2(const char *path);
 /* The size the guest sees of the file open on fd (path: for messages):
  * raw, the file's or block device's size; qcow2 (the format its volume's
  * name says), the image's virtual size from its header, ERR_STATE if it

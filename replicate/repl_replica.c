@@ -66,7 +66,7 @@ static bool rpaths_init(struct rpaths *p, const char *path, struct err **errp)
 	int dl = !slash || slash == path ? 1 : (int)(slash - path);
 
 	p->vol = path;
-	p->qcow2 = repl_vol_is_qcow2(path);
+	p->qcow2 = util_volume_is_qcow2(path);
 	/* Room for util_write_file's "PATH.repl-commit.tmp.<pid>". */
 	if (!*path || (slash && !slash[1]) || strlen(path) + 32 > PATH_MAX ||
 	    strlen(slash ? slash + 1 : path) + 32 > NAME_MAX)

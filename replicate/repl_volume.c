@@ -46,13 +46,6 @@ struct repl_vol {
 	bool writable;
 };
 
-bool repl_vol_is_qcow2(const char *path)
-{
-	size_t n = strlen(path);
-
-	return n > 6 && !strcmp(path + n - 6, ".qcow2");
-}
-
 static uint64_t be64(const uint8_t *b)
 {
 	uint64_t v = 0;

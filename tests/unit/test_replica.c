@@ -250,7 +250,7 @@ static int64_t differs(const struct fx *f, const uint8_t *img)
 	uint64_t off = 0;
 	ssize_t r = 1;
 
-	if (repl_vol_is_qcow2(f->path))
+	if (util_volume_is_qcow2(f->path))
 		return differs_qcow2(f, img);
 	fd = open(f->path, O_RDONLY | O_CLOEXEC);
 	assert_true(fd >= 0);
