@@ -58,7 +58,7 @@ struct agent {
 	bool create;
 	uint8_t *mani;           /* a manifest being received */
 	size_t mani_len, mani_have;
-	char *tidy;              /* a replica updated: side files to remove */
+	struct repl_replica_pending pend; /* an update to settle after its reply */
 };
 
 /* The guest must not be this node's: a replica is never a live disk. */
@@ -219,11 +219,9 @@ static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
 		return NULL;
 	/* An update's leftovers go after the reply (dispatch's caller). */
 	ok = ag->create ? repl_replica_create(path, fd, &ag->next, &fin, errp) :
-			  repl_replica_update_durable(path, fd, &ag->next, &fin, errp);
+			  repl_replica_update_durable(path, fd, &ag->next, &ag->pend, &fin, errp);
 	if (!ok)
 		return NULL;
-	if (!ag->create)
-		ag->tidy = strdup(path);
 	log_info("replica %s: generation %" PRIu64 " of job %s (%" PRIu64 " bytes)", path,
 		 ag->next.gen, ag->next.job, fin.wire_bytes);
 	rep = mig_chan_ok();
@@ -232,17 +230,17 @@ static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
 	return rep;
 }
 
-/* The side files an update left for after its reply (a failure here
- * is logged: the next recovery of the replica removes them). */
+/* What an update left for after its reply: the replica's fsync, its
+ * generation recorded, the side files removed (a failure here is logged:
+ * the next recovery of the replica finishes it). */
 static void tidy(struct agent *ag)
 {
 	struct err *e = NULL;
 
-	if (ag->tidy && !repl_replica_tidy(ag->tidy, &e)) {
-		log_warn("replica %s: %s", ag->tidy, e->msg);
+	if (!repl_replica_settle(&ag->pend, &e)) {
+		log_warn("replica %s: %s", ag->pend.path, e->msg);
 		err_free(e);
 	}
-	free(TAKE_PTR(ag->tidy));
 }
 
 static struct json_object *do_remove(struct agent *ag, struct json_object *req,
@@ -417,7 +415,7 @@ static struct json_object *dispatch(struct agent *ag, const char *cmd, struct js
 
 int cli_repl_agent(void)
 {
-	struct agent ag = { .lfd = -1 };
+	struct agent ag = { .lfd = -1, .pend = { .dfd = -1 } };
 	struct err *e = NULL;
 	bool bye = false;
 

@@ -103,6 +103,7 @@ struct repl_fleece {
 	uint64_t max_read;
 	bool started;             /* the transaction ran: bitmaps switched */
 	bool server_ours;         /* the NBD server on sock is ours */
+	bool view_closed;         /* export, job, overlay node and server gone */
 };
 
 /* ---- QMP helpers ------------------------------------------------------------ */
@@ -582,7 +583,9 @@ static bool connect_nbd(struct repl_fleece *f, struct err **errp)
 static void ra_free(struct repl_fleece *f);
 
 /* Everything of the view goes; the bitmaps as `ok` says (repl.h). */
-static bool teardown(struct repl_fleece *f, bool ok, struct err **errp)
+/* The view's half of the teardown: our reader, then QEMU's export,
+ * fleecing job, overlay node and NBD server. */
+static bool close_view(struct repl_fleece *f, struct err **errp)
 {
 	bool done = true;
 
@@ -592,10 +595,21 @@ static bool teardown(struct repl_fleece *f, bool ok, struct err **errp)
 		nbd_close(f->nbd);
 		f->nbd = NULL;
 	}
-	/* A failed step leaves the rest for the next begin's sweep; the
-	 * frozen bitmap stays (busy) and gets merged then. */
+	if (f->view_closed)
+		return true;
 	done = sweep(f->q, f->drive, f->job, f->overlay, errp) && done;
 	done = stop_server(f, errp) && done;
+	f->view_closed = done;
+	return done;
+}
+
+static bool teardown(struct repl_fleece *f, bool ok, struct err **errp)
+{
+	bool done;
+
+	/* A failed step leaves the rest for the next begin's sweep; the
+	 * frozen bitmap stays (busy) and gets merged then. */
+	done = close_view(f, errp);
 	if (f->started)
 		done = release_frozen(f, ok, errp) && done;
 	/* also if QEMU is gone; a live one keeps using the inode */
@@ -956,6 +970,17 @@ bool repl_fleece_read(void *fleece, void *buf, size_t len, uint64_t off, struct 
 uint64_t repl_fleece_size(const struct repl_fleece *f)
 {
 	return f->size;
+}
+
+void repl_fleece_close_view(struct repl_fleece *f)
+{
+	struct err *e = NULL;
+
+	if (f && !close_view(f, &e)) {
+		log_debug("drive%u: job %s: closing the view early: %s (retried at the end)",
+			  f->drive, f->job, e->msg);
+		err_free(e);
+	}
 }
 
 void repl_fleece_end(struct repl_fleece *f, bool ok)

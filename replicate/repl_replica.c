@@ -666,9 +666,10 @@ static void pump(struct applier *a)
 	}
 }
 
-/* Copies the extents from the delta to the volume, then fsyncs it. */
+/* Copies the extents from the delta to the volume, then fsyncs it if
+ * asked to. */
 static bool copy_extents(const struct rpaths *p, int dfd, int vfd, const struct ranges *r,
-			 struct err **errp)
+			 bool sync, struct err **errp)
 {
 	struct applier a = { .p = p, .r = r, .dfd = dfd, .vfd = vfd, .punch = true };
 	int q = io_uring_queue_init(SLOTS, &a.ring, 0);
@@ -683,7 +684,7 @@ static bool copy_extents(const struct rpaths *p, int dfd, int vfd, const struct 
 	}
 	if (a.bufs)
 		pump(&a);
-	if (!a.err && fsync(vfd) < 0)
+	if (!a.err && sync && fsync(vfd) < 0)
 		err_set_errno(&a.err, errno, "cannot fsync '%s'", p->vol);
 	io_uring_queue_exit(&a.ring);
 	if (!a.lost)
@@ -752,11 +753,11 @@ static bool copy_extents_vol(const struct rpaths *p, const char *vol, int dfd,
 
 /* ---- the steps --------------------------------------------------------- */
 
-/* Applies cm to the replica *in, which then holds cm's generation. */
-static bool apply(const struct rpaths *p, struct repl_replica_info *in, const struct commit *cm,
-		  int dfd, struct err **errp)
+/* The data of cm copied into the replica *in: readable there; durable
+ * too if sync (qcow2: always, qemu-nbd flushes). */
+static bool apply_data(const struct rpaths *p, const struct repl_replica_info *in,
+		       const struct commit *cm, int dfd, bool sync, struct err **errp)
 {
-	struct repl_replica_info next = *in;
 	_cleanup_close_ int vfd = -1;
 
 	if (dfd < 0)
@@ -764,8 +765,17 @@ static bool apply(const struct rpaths *p, struct repl_replica_info *in, const st
 	if (!size_ok(dfd, p->delta, false, in->size, errp) ||
 	    (vfd = open_sized(p->vol, p->qcow2, p->qcow2 ? O_RDONLY : O_WRONLY, in->size, errp)) < 0)
 		return false;
-	if (p->qcow2 ? !copy_extents_vol(p, p->vol, dfd, &cm->r, false, errp) :
-		       !copy_extents(p, dfd, vfd, &cm->r, errp))
+	return p->qcow2 ? copy_extents_vol(p, p->vol, dfd, &cm->r, false, errp) :
+			  copy_extents(p, dfd, vfd, &cm->r, sync, errp);
+}
+
+/* Applies cm to the replica *in, which then holds cm's generation. */
+static bool apply(const struct rpaths *p, struct repl_replica_info *in, const struct commit *cm,
+		  int dfd, struct err **errp)
+{
+	struct repl_replica_info next = *in;
+
+	if (!apply_data(p, in, cm, dfd, true, errp))
 		return false;
 	next.gen = cm->gen;
 	next.time = cm->time;
@@ -944,8 +954,11 @@ bool repl_replica_create(const char *path, int in_fd, const struct repl_replica_
 	return true;
 }
 
+/* pend NULL: applied and tidied; else the data applied, not yet durable in
+ * the volume, the rest left to repl_replica_settle(pend). */
 static bool update(const char *path, int in_fd, const struct repl_replica_info *info,
-		   bool tidy, struct tp_stream_progress *final, struct err **errp)
+		   struct repl_replica_pending *pend, struct tp_stream_progress *final,
+		   struct err **errp)
 {
 	struct commit cm = { .gen = info->gen, .time = info->time };
 	struct repl_replica_info in;
@@ -978,7 +991,17 @@ static bool update(const char *path, int in_fd, const struct repl_replica_info *
 	}
 	t[2] = util_now_ms();
 	/* From here a failure leaves the commit, which recovery applies. */
-	ok = ok && apply(&p, &in, &cm, dfd, errp) && (!tidy || finish(&p, errp));
+	if (pend)
+		ok = ok && apply_data(&p, &in, &cm, dfd, false, errp);
+	else
+		ok = ok && apply(&p, &in, &cm, dfd, errp) && finish(&p, errp);
+	if (ok && pend) {
+		snprintf(pend->path, sizeof(pend->path), "%s", path);
+		pend->next = in;
+		pend->next.gen = cm.gen;
+		pend->next.time = cm.time;
+		pend->dfd = TAKE_FD(dfd);
+	}
 	if (ok)
 		log_info("replica '%s': generation %" PRIu64 " (%zu extents): received in %" PRId64
 			 " ms, committed in %" PRId64 " ms, applied in %" PRId64 " ms", p.vol, info->gen,
@@ -992,20 +1015,41 @@ static bool update(const char *path, int in_fd, const struct repl_replica_info *
 bool repl_replica_update(const char *path, int in_fd, const struct repl_replica_info *info,
 			 struct tp_stream_progress *final, struct err **errp)
 {
-	return update(path, in_fd, info, true, final, errp);
+	return update(path, in_fd, info, NULL, final, errp);
 }
 
 bool repl_replica_update_durable(const char *path, int in_fd, const struct repl_replica_info *info,
-				 struct tp_stream_progress *final, struct err **errp)
+				 struct repl_replica_pending *pend, struct tp_stream_progress *final,
+				 struct err **errp)
 {
-	return update(path, in_fd, info, false, final, errp);
+	pend->dfd = -1;
+	return update(path, in_fd, info, pend, final, errp);
 }
 
-bool repl_replica_tidy(const char *path, struct err **errp)
+/* The second half of apply() and finish(), under the delta's lock that
+ * update() kept. */
+bool repl_replica_settle(struct repl_replica_pending *pend, struct err **errp)
 {
-	struct repl_replica_info in;
+	_cleanup_close_ int dfd = TAKE_FD(pend->dfd), vfd = -1;
+	struct rpaths p;
 
-	return repl_replica_recover(path, &in, errp);
+	if (dfd < 0)
+		return true;
+	if (!rpaths_init(&p, pend->path, errp))
+		return false;
+	if (!p.qcow2) {
+		vfd = open(p.vol, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+		if (vfd < 0 || fsync(vfd) < 0)
+			return err_set_errno(errp, errno, "cannot fsync '%s'", p.vol);
+	}
+	return meta_store(&p, &pend->next, errp) && finish(&p, errp);
+}
+
+void repl_replica_pending_drop(struct repl_replica_pending *pend)
+{
+	if (pend->dfd >= 0)
+		close(pend->dfd);
+	pend->dfd = -1;
 }
 
 bool repl_replica_remove(const char *path, struct err **errp)

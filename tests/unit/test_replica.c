@@ -454,21 +454,51 @@ static void test_create_update_round_trips(void **state)
 	assert_image(f, f->c);
 	assert_meta(f, 4);
 
-	/* A durable update returns with the replica at the new generation
-	 * and its applied commit and delta left for tidy (or recovery). */
+	/* A durable update returns with the new generation committed and the
+	 * replica reading as it; its generation is recorded, and the side
+	 * files go, when the pending part settles. */
 	in = stream_of(f->b, ext_b, ARRAY_SIZE(ext_b));
 	{
 		struct repl_replica_info i5 = gen_info(5);
+		struct repl_replica_pending pend;
 
-		assert_true(repl_replica_update_durable(f->path, in, &i5, NULL, &e));
+		assert_true(repl_replica_update_durable(f->path, in, &i5, &pend, NULL, &e));
+		assert_true(pend.dfd >= 0);
+		assert_overlaid(f, f->c, f->b, ext_b, ARRAY_SIZE(ext_b));
+		assert_meta(f, 4);
+		assert_true(exists(side(f, ".repl-commit")) && exists(side(f, ".repl-delta")));
+		/* Meanwhile a recovery waits for the lock, then gives up. */
+		assert_false(repl_replica_recover(f->path, &got, &e));
+		assert_int_equal(e->code, ERR_CONFLICT);
+		err_free(e);
+		e = NULL;
+		assert_true(repl_replica_settle(&pend, &e));
+		assert_int_equal(pend.dfd, -1);
+		assert_true(repl_replica_settle(&pend, &e)); /* again: nothing to do */
 	}
 	close(in);
-	assert_meta(f, 5);
-	assert_true(exists(side(f, ".repl-commit")) && exists(side(f, ".repl-delta")));
-	assert_true(repl_replica_tidy(f->path, &e));
 	assert_no_side_files(f);
 	assert_meta(f, 5);
 	assert_overlaid(f, f->c, f->b, ext_b, ARRAY_SIZE(ext_b));
+
+	/* Dropped unsettled (the agent killed after its reply): recovery
+	 * makes it the new generation all the same. */
+	in = stream_of(f->c, ext_b, ARRAY_SIZE(ext_b));
+	{
+		struct repl_replica_info i6 = gen_info(6);
+		struct repl_replica_pending pend;
+
+		assert_true(repl_replica_update_durable(f->path, in, &i6, &pend, NULL, &e));
+		repl_replica_pending_drop(&pend);
+		assert_int_equal(pend.dfd, -1);
+	}
+	close(in);
+	assert_meta(f, 5);
+	assert_true(repl_replica_recover(f->path, &got, &e));
+	assert_int_equal(got.gen, 6);
+	assert_no_side_files(f);
+	assert_meta(f, 6);
+	assert_image(f, f->c);
 
 	assert_true(repl_replica_remove(f->path, &e));
 	assert_false(exists(f->path));
