@@ -31,6 +31,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -79,6 +80,18 @@ struct sync {
 	int64_t renew_ms;         /* next renewal of the guest lock */
 	uint64_t new_gen;         /* the replicas' generation after this run */
 	bool hashes_later;        /* this pass: no block hashes (guest paused) */
+	/* The agent's session, opened on a thread of its own (agent_start)
+	 * while this one locks the guest and prepares the disks; until
+	 * agent_join the thread alone touches peer, ctl_ssh, data_ssh, ch,
+	 * secure and the addresses. */
+	struct {
+		bool started, joined;
+		pthread_t th;
+		char remote[512];
+		char cidr[64];            /* datacenter.cfg's migration network, or "" */
+		struct err *e;            /* preparing or opening it failed */
+		int pid;                  /* the agent's, for the log */
+	} ag;
 };
 
 /* Logged to stderr (the caller's log) and to the job's log file. */
@@ -180,38 +193,21 @@ static bool local_disks(struct sync *s, struct err **errp)
 
 /* ---- the target's agent -------------------------------------------------------------- */
 
-static bool connect_agent(struct sync *s, struct err **errp)
+/* The store's part, on the caller's thread (the store client is not
+ * shared): who and where the target is, which way the data goes. */
+static bool agent_prepare(struct sync *s, struct err **errp)
 {
-	_cleanup_json_ struct json_object *rep = NULL;
 	struct clu_datacenter dc;
-	char remote[512], *slash;
-	struct mig_agent_addr a;
+	char *slash;
 
 	if (!cli_mig_peer_read(s->x, s->job->target, &s->peer, errp))
 		return false;
 	if (!s->peer.online)
 		return err_set(errp, ERR_STATE, "target node %s is offline", s->job->target);
-	cli_mig_remote_cmd(remote, sizeof(remote));
-	slash = strrchr(remote, '/');
-	if (slash && (size_t)(slash - remote) + sizeof("/vmrepl") <= sizeof(remote))
+	cli_mig_remote_cmd(s->ag.remote, sizeof(s->ag.remote));
+	slash = strrchr(s->ag.remote, '/');
+	if (slash && (size_t)(slash - s->ag.remote) + sizeof("/vmrepl") <= sizeof(s->ag.remote))
 		strcpy(slash + 1, "vmrepl");
-	a = (struct mig_agent_addr){
-		.node = s->job->target, .addr = s->peer.addr, .host_key = s->peer.host_key,
-		.ssh_key = cli_mig_ssh_key(), .ssh_port = cli_mig_ssh_port(), .remote_cmd = remote,
-	};
-	s->ch = mig_agent_connect(&a, &s->ctl_ssh, errp);
-	if (!s->ch)
-		return false;
-	{
-		_cleanup_json_ struct json_object *hi = mig_chan_call(s->ch, mig_chan_req("hello"),
-								      CTL_TIMEOUT_MS, errp);
-		struct json_object *pid;
-
-		if (!hi)
-			return false;
-		if (json_object_object_get_ex(hi, "pid", &pid))
-			say(s, "target agent pid %d on %s", json_object_get_int(pid), s->job->target);
-	}
 	/* The data goes the way migrations go: datacenter.cfg's type and
 	 * network (the target's one address in it), else the cluster link. */
 	if (!clu_datacenter_read(s->x->c, &dc, errp))
@@ -219,16 +215,7 @@ static bool connect_agent(struct sync *s, struct err **errp)
 	s->secure = dc.migration_type != CLU_MIGRATION_INSECURE;
 	snprintf(s->target_addr, sizeof(s->target_addr), "%s", s->peer.addr);
 	if (dc.has_migration_network) {
-		struct json_object *req = mig_chan_req("address"), *v;
-		char cidr[64];
-
-		clu_cidr_format(&dc.migration_network, cidr, sizeof(cidr));
-		json_object_object_add(req, "cidr", json_object_new_string(cidr));
-		rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
-		if (!rep || !mig_host_addr_in(cidr, s->source_addr, sizeof(s->source_addr), errp))
-			return false;
-		if (json_object_object_get_ex(rep, "address", &v))
-			snprintf(s->target_addr, sizeof(s->target_addr), "%s", json_object_get_string(v));
+		clu_cidr_format(&dc.migration_network, s->ag.cidr, sizeof(s->ag.cidr));
 	} else {
 		struct cli_mig_peer self;
 
@@ -236,6 +223,35 @@ static bool connect_agent(struct sync *s, struct err **errp)
 			return false;
 		snprintf(s->source_addr, sizeof(s->source_addr), "%s", self.addr);
 		cli_mig_peer_free(&self);
+	}
+	return true;
+}
+
+/* The SSH part: the control session to the target's agent, the address
+ * there, and the data's own session if it goes elsewhere. */
+static bool agent_open(struct sync *s, struct err **errp)
+{
+	_cleanup_json_ struct json_object *rep = NULL, *hi = NULL;
+	struct mig_agent_addr a = {
+		.node = s->job->target, .addr = s->peer.addr, .host_key = s->peer.host_key,
+		.ssh_key = cli_mig_ssh_key(), .ssh_port = cli_mig_ssh_port(), .remote_cmd = s->ag.remote,
+	};
+	struct json_object *v;
+
+	s->ch = mig_agent_connect(&a, &s->ctl_ssh, errp);
+	if (!s->ch || !(hi = mig_chan_call(s->ch, mig_chan_req("hello"), CTL_TIMEOUT_MS, errp)))
+		return false;
+	if (json_object_object_get_ex(hi, "pid", &v))
+		s->ag.pid = json_object_get_int(v);
+	if (s->ag.cidr[0]) {
+		struct json_object *req = mig_chan_req("address");
+
+		json_object_object_add(req, "cidr", json_object_new_string(s->ag.cidr));
+		rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
+		if (!rep || !mig_host_addr_in(s->ag.cidr, s->source_addr, sizeof(s->source_addr), errp))
+			return false;
+		if (json_object_object_get_ex(rep, "address", &v))
+			snprintf(s->target_addr, sizeof(s->target_addr), "%s", json_object_get_string(v));
 	}
 	/* The data goes over a session of its own to the migration address;
 	 * when that is the control session's address, over the control
@@ -251,6 +267,50 @@ static bool connect_agent(struct sync *s, struct err **errp)
 			return false;
 	}
 	return true;
+}
+
+static void *agent_main(void *opaque)
+{
+	struct sync *s = opaque;
+
+	agent_open(s, &s->ag.e);
+	return NULL;
+}
+
+/* Starts opening the agent's session; its outcome comes with agent_join
+ * (a failure to start is kept for it too). */
+static void agent_start(struct sync *s)
+{
+	int r;
+
+	if (s->ag.started)
+		return;
+	s->ag.started = true;
+	if (!agent_prepare(s, &s->ag.e)) {
+		s->ag.joined = true;
+		return;
+	}
+	r = pthread_create(&s->ag.th, NULL, agent_main, s);
+	if (r) {
+		err_set_errno(&s->ag.e, r, "cannot start a thread");
+		s->ag.joined = true;
+	}
+}
+
+static bool agent_join(struct sync *s, struct err **errp)
+{
+	if (!s->ag.started)
+		agent_start(s);
+	if (!s->ag.joined) {
+		pthread_join(s->ag.th, NULL);
+		s->ag.joined = true;
+		if (s->ag.pid)
+			say(s, "target agent pid %d on %s", s->ag.pid, s->job->target);
+	}
+	if (!s->ag.e)
+		return true;
+	err_propagate(errp, &s->ag.e);
+	return false;
 }
 
 /* The replica's generation on the target, after its own crash recovery. */
@@ -534,6 +594,10 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 			       repl_manifest_update(m, read_source, &src, ext, n, errp);
 		free(all);
 	}
+	/* The view is read for the last time unless a whole-disk send is
+	 * hashed below: its teardown overlaps the target's apply. */
+	if (src.f && !full)
+		repl_fleece_close_view(src.f);
 	res = mig_chan_recv(s->ch, sent ? RECV_TIMEOUT_MS : 10000, sent ? errp : NULL);
 	if (!sent)
 		goto out;
@@ -639,8 +703,21 @@ static bool edit_state(struct repl_job_state *st, void *opaque)
 
 static void sync_free(struct sync *s)
 {
+	if (s->ag.started && !s->ag.joined) {
+		pthread_join(s->ag.th, NULL);
+		s->ag.joined = true;
+	}
+	err_free(TAKE_PTR(s->ag.e));
 	if (s->ch) {
-		json_object_put(mig_chan_call(s->ch, mig_chan_req("bye"), 5000, NULL));
+		/* Not waited for: the agent answers bye only after settling the
+		 * last update (the replica's fsync, its side files removed: ~0.1 s
+		 * per 40 MB), which nothing here needs; the replica reads as the
+		 * new generation since its reply, and a recovery meanwhile waits
+		 * on the delta's lock. */
+		struct json_object *bye = mig_chan_req("bye");
+
+		mig_chan_send(s->ch, bye, NULL);
+		json_object_put(bye);
 		mig_chan_close(s->ch);
 	}
 	tp_ssh_close(s->data_ssh);
@@ -709,9 +786,10 @@ static bool sync_open(struct sync *s, struct tp_qmp *qmp, struct err **errp)
 	struct err *e = NULL;
 
 	open_log(s);
+	agent_start(s);
 	if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, errp))
 		return false;
-	if (local_disks(s, &e) && connect_agent(s, &e)) {
+	if (local_disks(s, &e)) {
 		cli_ctl_run_dir(s->job->vmid, s->run_dir, sizeof(s->run_dir));
 		if (qmp)
 			s->qmp = qmp;
@@ -719,6 +797,7 @@ static bool sync_open(struct sync *s, struct tp_qmp *qmp, struct err **errp)
 			 (s->q = mig_qemu_attach(s->run_dir, 5000, &e)))
 			s->qmp = s->q->qmp;
 	}
+	agent_join(s, &e); /* the first error is kept */
 	if (!e)
 		return true;
 	{
@@ -759,15 +838,21 @@ bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skip
 	if (!strcmp(job->target, x->node))
 		return err_set(errp, ERR_STATE, "job %s targets %s, where guest %" PRIu32 " runs",
 			       job->id, job->target, job->vmid);
+	/* The target's agent starts while the guest is locked and its disks
+	 * prepared (a skipped run only wasted a session). */
+	agent_start(s);
 	/* A migration holds the guest's lock: this run gives way. */
 	if (!cli_ctl_lock(x, job->vmid, &e)) {
+		sync_free(s);
 		*skipped = true;
 		err_prefix(e, "job %s skipped", job->id);
 		err_propagate(errp, &e);
 		return false;
 	}
-	if (!repl_state_read(x->c, job->id, &s->st, NULL, errp))
+	if (!repl_state_read(x->c, job->id, &s->st, NULL, errp)) {
+		sync_free(s);
 		return false;
+	}
 	ok = sync_open(s, NULL, errp);
 	if (ok) {
 		say(s, "guest %" PRIu32 " to %s, replica generation %" PRIu64, job->vmid,
