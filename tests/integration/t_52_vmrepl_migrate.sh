@@ -95,7 +95,10 @@ grep -h 'received in' "$TB_STATE/due/vmm/repl/agent.log" 2>/dev/null | tail -2 |
 repl due run --id 185-0 >/dev/null || die "sync from due: $(repl due log 185-0 | tail -3)"
 wait_gen $((g + 1))
 repl due log 185-0 | grep -q 'comparing block hashes' || die "not by hashes: $(repl due log 185-0)"
-[ "$(sfield bytes)" -lt $((full / 8)) ] || die "the sync from due sent $(sfield bytes) bytes"
+# What the guest rewrote since hop 1's pause (seconds of it, each 4 KiB
+# write making a 64 KiB hash block differ: ~10 MB here, more on a loaded
+# machine): a quarter of the full sync bounds it with room to spare.
+[ "$(sfield bytes)" -lt $((full / 4)) ] || die "the sync from due sent $(sfield bytes) bytes (full sync: $full)"
 [ "$(sha256sum <"$(vol due)")" = "$(sha256sum <"$(vol uno)")" ] || die "replica on uno differs from due's disk"
 "$VMGUEST" qmp --dir "$(rundir due 185)" cont >/dev/null
 intact due "sync from due"
