@@ -508,8 +508,6 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	bool full, rehash, fresh, ok = false, sent;
 	int fd = -1;
 
-	if (!replica_gen(s, k, &gen, errp))
-		return false;
 	if (s->qmp) {
 		src.f = repl_fleece_begin(s->qmp, s->run_dir, k->drive, s->job->id, errp);
 		if (!src.f)
@@ -535,6 +533,10 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 			return false;
 		}
 	}
+	/* The agent's session has been opening meanwhile (the instant is
+	 * taken: a failure from here keeps the dirty blocks for next time). */
+	if (!agent_join(s, errp) || !replica_gen(s, k, &gen, errp))
+		goto out;
 	/* Incremental from the replica's generation: the one the state names,
 	 * or the next one when a run was applied there but died before it
 	 * recorded it. The bitmap covers the writes since the state's
@@ -779,8 +781,9 @@ out:
 
 /* Disks, the target's agent and the guest's QEMU (qmp: the caller's
  * connection, else one of our own if the guest runs). The failure is
- * recorded in the job's state. */
-static bool sync_open(struct sync *s, struct tp_qmp *qmp, struct err **errp)
+ * recorded in the job's state. The agent's session may still be opening
+ * unless join: the first disk joins it once its view is taken. */
+static bool sync_open(struct sync *s, struct tp_qmp *qmp, bool join, struct err **errp)
 {
 	struct st_edit ed = { .s = s, .phase = 0 };
 	struct err *e = NULL;
@@ -797,7 +800,8 @@ static bool sync_open(struct sync *s, struct tp_qmp *qmp, struct err **errp)
 			 (s->q = mig_qemu_attach(s->run_dir, 5000, &e)))
 			s->qmp = s->q->qmp;
 	}
-	agent_join(s, &e); /* the first error is kept */
+	if (join || e)
+		agent_join(s, &e); /* the first error is kept */
 	if (!e)
 		return true;
 	{
@@ -853,7 +857,7 @@ bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skip
 		sync_free(s);
 		return false;
 	}
-	ok = sync_open(s, NULL, errp);
+	ok = sync_open(s, NULL, false, errp);
 	if (ok) {
 		say(s, "guest %" PRIu32 " to %s, replica generation %" PRIu64, job->vmid,
 		    job->target, s->st.gen);
@@ -933,7 +937,7 @@ struct cli_repl_mig *cli_repl_mig_open(struct cli_ctl *x, const struct clu_guest
 	m->s.x = x;
 	m->s.job = &m->job;
 	m->s.g = *g;
-	if (!sync_open(&m->s, qmp, errp)) {
+	if (!sync_open(&m->s, qmp, true, errp)) {
 		cli_repl_mig_close(m);
 		return NULL;
 	}
