@@ -6,11 +6,20 @@
 #   make demo       3-node test cluster + a live migration with progress
 #   make bench      benchmarks (tests/bench/), figures as ratios to baselines
 #   make fuzz       libFuzzer targets for a bounded time each (clang)
-#   make install    PREFIX=/usr/local DESTDIR=
+#   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, unit, completion)
 #   make clean
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+MANDIR  ?= $(PREFIX)/share/man
+COMPDIR ?= $(PREFIX)/share/bash-completion/completions
+# One version, from debian/changelog ("0.11.0-1" -> "0.11.0").
+VERSION := $(shell sed -n '1s/^[^ ]* [^0-9]*\([0-9][^-]*\)-.*/\1/p' debian/changelog 2>/dev/null)
+# Man pages carry the source's date, not the build's (reproducible builds).
+MAN_DATE := $(shell if [ -n "$$SOURCE_DATE_EPOCH" ]; then date -u -d "@$$SOURCE_DATE_EPOCH" +%F; \
+	else git log -1 --format=%cs 2>/dev/null || date -u +%F; fi)
 B       := build
 CC      ?= gcc
 PKGS    := json-c sqlite3 libcpg libquorum libvotequorum libcmap libssh2 libzstd libvirt libcrypto libnbd liburing
@@ -28,7 +37,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 
 # The engine library: every folder but cli/ and tests/.
 LIB_SRC := $(wildcard common/*.c transport/*.c migrate/*.c cluster/*.c replicate/*.c)
-CLI_COMMON := cli/cli_opt.c cli/progress.c
+CLI_COMMON := cli/cli_opt.c cli/cli_table.c cli/progress.c
 VMGUEST_SRC := cli/vmguest.c cli/guest_common.c $(wildcard cli/guest_[a-z]*.c)
 VMGUEST_SRC := $(sort $(VMGUEST_SRC))
 BINS    := $(B)/vmguest $(B)/vmmd $(B)/vmstore $(B)/vmctl
@@ -43,7 +52,8 @@ aobj = $(patsubst %.c,$(B)/asan/obj/%.o,$(1))
 # Keep objects make would see as intermediate.
 .SECONDARY:
 
-.PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest check-tcg-bug
+.PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest check-tcg-bug \
+	man completion
 
 all: $(BINS)
 
@@ -122,13 +132,28 @@ $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard */*.h tests/fuzz/*.h
 fuzz: deps $(FUZZ_BIN)
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)
 
-# Admin tools and the daemon go to sbin (FHS: system administration).
+# Admin tools and the daemon go to sbin (FHS: system administration); the
+# units' and the environment file's paths follow PREFIX and SYSCONFDIR.
+# State (/var/lib/vmmigrate) and runtime (/run/vmmigrate) directories are
+# made by systemd (StateDirectory=, RuntimeDirectory=) and by the tools.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/vmmigrate \
-		$(DESTDIR)$(PREFIX)/lib/systemd/system
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(COMPDIR) $(DESTDIR)$(SYSCONFDIR)/vmmigrate
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/vmmigrate/
-	sed 's|/usr/local/|$(PREFIX)/|g' scripts/vmmd.service > $(DESTDIR)$(PREFIX)/lib/systemd/system/vmmd.service
+	install -m 0644 $(MAN8) $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
+	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+		-e 's|@DOCDIR@|$(PREFIX)/share/doc/vmmigrate|g' scripts/vmmd.service \
+		> $(DESTDIR)$(UNITDIR)/vmmd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/vmmd.service
+	@# An operator's edits survive a reinstall (the package marks it a conffile).
+	[ -e $(DESTDIR)$(SYSCONFDIR)/vmmigrate/vmmd.env ] || \
+		install -m 0644 scripts/vmmd.env $(DESTDIR)$(SYSCONFDIR)/vmmigrate/vmmd.env
+	@# One completion script; bash-completion looks it up by command name.
+	install -m 0644 $(B)/completion/vmmigrate $(DESTDIR)$(COMPDIR)/vmmigrate
+	for p in $(filter-out vmmigrate,$(PROGS)); do ln -sf vmmigrate $(DESTDIR)$(COMPDIR)/$$p; done
 	@if [ -f $(B)/guest/vmlinux ]; then \
 		install -d $(DESTDIR)$(PROBE_DIR) && \
 		install -m 0644 $(B)/guest/vmlinux $(B)/guest/initramfs.cpio.gz $(DESTDIR)$(PROBE_DIR)/; \
@@ -177,3 +202,25 @@ VMMD_SRC := cli/vmmd.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c \
 	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
 $(B)/vmmd: $(call obj,$(VMMD_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+# ---- man pages and completion, from the programs' own command tables ----------
+# `PROG --cli-table` (cli/cli_table.c) + prose next to the tables
+# (cli/man/PROG.8.in); config pages are written by hand (cluster/man/).
+PROGS := vmcluster vmctl vmmigrate vmrepl vmmd vmstore vmguest
+MAN8  := $(patsubst %,$(B)/man/%.8,$(PROGS))
+MAN5  := $(patsubst cluster/man/%.in,$(B)/man/%,$(wildcard cluster/man/*.5.in))
+all: man completion
+man: $(MAN8) $(MAN5)
+completion: $(B)/completion/vmmigrate
+
+$(B)/man/%.8: cli/man/%.8.in $(B)/% scripts/mkman.sh
+	@mkdir -p $(dir $@)
+	@echo "  MAN $@"; scripts/mkman.sh $(B)/$* $< "$(MAN_DATE)" "$(VERSION)" > $@.tmp && mv $@.tmp $@
+
+$(B)/man/%.5: cluster/man/%.5.in
+	@mkdir -p $(dir $@)
+	@echo "  MAN $@"; sed -e 's|@DATE@|$(MAN_DATE)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+$(B)/completion/vmmigrate: $(addprefix $(B)/,$(PROGS)) scripts/mkcompletion.sh
+	@mkdir -p $(dir $@)
+	@echo "  GEN $@"; scripts/mkcompletion.sh $(addprefix $(B)/,$(PROGS)) > $@.tmp && mv $@.tmp $@
