@@ -7,12 +7,14 @@
 #   make bench      benchmarks (tests/bench/), figures as ratios to baselines
 #   make fuzz       libFuzzer targets for a bounded time each (clang)
 #   make install    PREFIX=/usr/local DESTDIR= (binaries, man pages, unit, completion)
+#   make deb        the Debian package into build/deb/ (dpkg-buildpackage -us -uc -b)
+#   make pkg-check  builds the package, installs it into a Debian 12 chroot, checks it
 #   make clean
 
 PREFIX  ?= /usr/local
 DESTDIR ?=
 SYSCONFDIR ?= /etc
-UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 MANDIR  ?= $(PREFIX)/share/man
 COMPDIR ?= $(PREFIX)/share/bash-completion/completions
 # One version, from debian/changelog ("0.11.0-1" -> "0.11.0").
@@ -53,17 +55,17 @@ aobj = $(patsubst %.c,$(B)/asan/obj/%.o,$(1))
 .SECONDARY:
 
 .PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest check-tcg-bug \
-	man completion
+	man completion deb pkg-check
 
 all: $(BINS)
 
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  CC $<"; $(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	@echo "  CC $<"; $(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/asan/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	@echo "  CC asan $<"; $(CC) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
+	@echo "  CC asan $<"; $(CC) $(CPPFLAGS) $(CFLAGS) $(SAN) -MMD -MP -c $< -o $@
 
 $(B)/libvmm.a: $(call obj,$(LIB_SRC))
 	@rm -f $@
@@ -74,11 +76,11 @@ $(B)/asan/libvmm.a: $(call aobj,$(LIB_SRC))
 	@echo "  AR $@"; ar rcs $@ $^
 
 $(B)/vmguest: $(call obj,$(VMGUEST_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Small tools whose commands share one file.
 $(B)/%: $(call obj,cli/%.c $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # Unit tests link the ASan/UBSan build of the library and of the CLI parser.
 $(B)/asan/test_%: $(call aobj,tests/unit/test_%.c) $(call aobj,$(UNIT_HELPERS) $(CLI_COMMON)) $(B)/asan/libvmm.a
@@ -103,6 +105,7 @@ integration: all guest
 check: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory cli-check
+	@$(MAKE) --no-print-directory pkg-check
 	@$(MAKE) --no-print-directory integration
 
 # Shows why test guests have RAM 8 KiB short of a round size (minutes).
@@ -115,7 +118,7 @@ demo: deps
 
 BENCH_TOOLS := $(patsubst tests/bench/%.c,$(B)/%,$(wildcard tests/bench/*.c))
 $(B)/%: tests/bench/%.c $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 bench: deps
 	@$(MAKE) --no-print-directory all guest $(BENCH_TOOLS)
@@ -138,7 +141,7 @@ fuzz: deps $(FUZZ_BIN)
 # made by systemd (StateDirectory=, RuntimeDirectory=) and by the tools.
 install: all
 	install -d $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/doc/vmmigrate \
-		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+		$(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
 		$(DESTDIR)$(COMPDIR) $(DESTDIR)$(SYSCONFDIR)/vmmigrate
 	install -m 0755 $(BINS) $(DESTDIR)$(PREFIX)/sbin/
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/vmmigrate/
@@ -146,8 +149,8 @@ install: all
 	install -m 0644 $(MAN5) $(DESTDIR)$(MANDIR)/man5/
 	sed -e 's|@SBINDIR@|$(PREFIX)/sbin|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
 		-e 's|@DOCDIR@|$(PREFIX)/share/doc/vmmigrate|g' scripts/vmmd.service \
-		> $(DESTDIR)$(UNITDIR)/vmmd.service
-	chmod 0644 $(DESTDIR)$(UNITDIR)/vmmd.service
+		> $(DESTDIR)$(SYSTEMDUNITDIR)/vmmd.service
+	chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/vmmd.service
 	@# An operator's edits survive a reinstall (the package marks it a conffile).
 	[ -e $(DESTDIR)$(SYSCONFDIR)/vmmigrate/vmmd.env ] || \
 		install -m 0644 scripts/vmmd.env $(DESTDIR)$(SYSCONFDIR)/vmmigrate/vmmd.env
@@ -159,6 +162,15 @@ install: all
 		install -m 0644 $(B)/guest/vmlinux $(B)/guest/initramfs.cpio.gz $(DESTDIR)$(PROBE_DIR)/; \
 	fi
 
+# The Debian package (debian/), built from a copy of the tree: its
+# `make clean` must not touch build/.
+deb:
+	@scripts/mkdeb.sh $(B)/deb
+
+# The package installed into a fresh Debian 12 chroot: runs, man pages, lintian.
+pkg-check: deb
+	@tests/pkg/run.sh $(B)/deb
+
 clean:
 	rm -rf $(B)
 
@@ -167,14 +179,14 @@ clean:
 # ---- vmctl: guest management (cli/vmctl.c + cli/ctl_*.c) -------------------
 # guest_common.c brings cli_guest_accel(), the accelerator choice vmguest uses.
 $(B)/vmctl: $(call obj,cli/vmctl.c $(wildcard cli/ctl_*.c) cli/guest_common.c $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmcluster: one file per command (cli/cluster_*.c) -----------------------
 VMCLUSTER_SRC := cli/vmcluster.c $(sort $(wildcard cli/cluster_*.c))
 BINS += $(B)/vmcluster
 all: $(B)/vmcluster
 $(B)/vmcluster: $(call obj,$(VMCLUSTER_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmmigrate: migration worker, status/cancel and the target's agent -------
 # It starts target QEMUs as vmctl does, so it links the ctl_*.c helpers,
@@ -185,7 +197,7 @@ VMMIGRATE_SRC := cli/vmmigrate.c $(sort $(wildcard cli/migrate_*.c)) \
 BINS += $(B)/vmmigrate
 all: $(B)/vmmigrate
 $(B)/vmmigrate: $(call obj,$(VMMIGRATE_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmrepl: replication jobs, runs and the target's agent ------------------
 # It shares vmmigrate's peers/SSH settings (migrate_common.c) and vmctl's
@@ -195,13 +207,13 @@ VMREPL_SRC := cli/vmrepl.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c
 BINS += $(B)/vmrepl
 all: $(B)/vmrepl
 $(B)/vmrepl: $(call obj,$(VMREPL_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmmd: the daemon, with the replication scheduler (cli/repl_sched.c) ----
 VMMD_SRC := cli/vmmd.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c \
 	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
 $(B)/vmmd: $(call obj,$(VMMD_SRC) $(CLI_COMMON)) $(B)/libvmm.a
-	@echo "  LD $@"; $(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- man pages and completion, from the programs' own command tables ----------
 # `PROG --cli-table` (cli/cli_table.c) + prose next to the tables
