@@ -13,6 +13,7 @@
  * is a bug in our code, so the dump fails (exit 1) naming it.
  */
 #include "cli.h"
+#include "../common/util.h"
 
 #include <string.h>
 
@@ -21,6 +22,8 @@ static const char *const type_names[] = {
 	[CLI_VALUE] = "value",
 	[CLI_LIST] = "list",
 };
+/* enum cli_argtype has no _MAX (cli.h predates the rule): its last value. */
+_Static_assert(ARRAY_SIZE(type_names) == CLI_LIST + 1, "type_names");
 
 static bool clean(const char *prog, const char *what, const char *s)
 {
