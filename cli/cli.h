@@ -77,4 +77,9 @@ int cli_fail(const struct cli_args *a, const char *fmt, ...)
 /* Prints a command's usage and option table. */
 void cli_help(FILE *f, const char *prog, const struct cli_cmd *c);
 
+/* `PROG --cli-table`, hidden: every command and option as tab-separated
+ * records for the man page and completion generators (cli_table.c). */
+int cli_table_print(FILE *f, const char *prog, const char *summary,
+		    const struct cli_cmd *const *cmds);
+
 #endif

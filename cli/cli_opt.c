@@ -150,6 +150,8 @@ int cli_main(const char *prog, const char *summary, const struct cli_cmd *const 
 	int rc;
 
 	log_init(prog);
+	if (argc == 2 && !strcmp(argv[1], "--cli-table"))
+		return cli_table_print(stdout, prog, summary, cmds);
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "help")) {
 		list_cmds(argc < 2 ? stderr : stdout, prog, summary, cmds);

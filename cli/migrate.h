@@ -110,11 +110,17 @@ struct cli_mig_pool {
 void cli_mig_pool_run(struct cli_ctl *x, struct cli_mig_pool *pl, struct cli_mig_task *t,
 		      unsigned n, unsigned max);
 
+/* ---- task logs (migrate_log.c) ----
+ * The lines this worker logs from now on also go to a new task log of the
+ * guest under $VMM_DATA_DIR/tasks/migrate/<vmid>/ (the newest 10 kept);
+ * the caller ends it with log_task_close(error or NULL). */
+bool cli_mig_tasklog_open(uint32_t vmid, struct err **errp);
+
 /* `vmmigrate _agent`: the target's half (migrate_agent.c). */
 int cli_migrate_agent(void);
 
 extern const struct cli_cmd cli_migrate_run, cli_migrate_cancel, cli_migrate_status;
-extern const struct cli_cmd cli_migrate_drain, cli_migrate_undrain;
+extern const struct cli_cmd cli_migrate_drain, cli_migrate_undrain, cli_migrate_log;
 
 /* The command line as given (vmmigrate.c), for a drain forwarded to its node. */
 extern int cli_migrate_argc;

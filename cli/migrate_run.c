@@ -694,6 +694,7 @@ static int fail(struct run *r, struct err *e)
 		printf("{\"event\":\"failed\",\"error\":%s}\n", json_object_to_json_string(m));
 		fflush(stdout);
 	}
+	log_task_close(e ? e->msg : "failed");
 	rc = cli_report(r->a, e);
 	run_free(r);
 	return rc;
@@ -744,6 +745,13 @@ static int exec_migrate(const struct cli_args *a)
 		return fail(&r, e);
 	if (!cli_migrate_recover(&r.x, vmid, &e))
 		return fail(&r, e);
+	/* The guest is ours to move: from here on the task log and the
+	 * journal's VMMIGRATE_VMID follow this migration. */
+	log_field_set("VMMIGRATE_VMID", a->pos[0]);
+	if (!cli_mig_tasklog_open(vmid, &e)) {
+		log_warn("guest %" PRIu32 ": no task log: %s", vmid, e->msg);
+		err_free(TAKE_PTR(e));
+	}
 	running = cli_ctl_running(vmid, NULL);
 	if (running && !cli_has(a, "online"))
 		return fail(&r, (err_set(&e, ERR_STATE, "guest %" PRIu32 " is running: use "
@@ -874,6 +882,7 @@ static int exec_migrate(const struct cli_args *a)
 	settle(&r, vmid);
 	if (!ok)
 		return fail(&r, e);
+	log_task_close(NULL);
 	run_free(&r);
 	return 0;
 }

@@ -816,8 +816,8 @@ static bool sync_open(struct sync *s, struct tp_qmp *qmp, bool join, struct err 
 	return false;
 }
 
-bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skipped,
-		   struct err **errp)
+static bool sync_job(struct cli_ctl *x, const struct clu_repl_job *job, bool *skipped,
+		     struct err **errp)
 {
 	_cleanup_free_ struct sync *s = calloc(1, sizeof(*s));
 	struct err *e = NULL;
@@ -864,6 +864,22 @@ bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skip
 		ok = sync_pass(s, errp);
 	}
 	sync_free(s);
+	return ok;
+}
+
+bool cli_repl_sync(struct cli_ctl *x, const struct clu_repl_job *job, bool *skipped,
+		   struct err **errp)
+{
+	char vmid[16];
+	bool ok;
+
+	/* The journal's fields for this run's lines: journalctl VMMIGRATE_JOB=ID. */
+	snprintf(vmid, sizeof(vmid), "%" PRIu32, job->vmid);
+	log_field_set("VMMIGRATE_JOB", job->id);
+	log_field_set("VMMIGRATE_VMID", vmid);
+	ok = sync_job(x, job, skipped, errp);
+	log_field_set("VMMIGRATE_JOB", NULL);
+	log_field_set("VMMIGRATE_VMID", NULL);
 	return ok;
 }
 

@@ -2,8 +2,8 @@
  * vmmd.c - the node daemon: keeps this node's copy of the replicated
  * config store, joins corosync when the node is in a cluster, and serves
  * the local CLIs on a unix socket, and runs the replication scheduler of
- * the guests it owns. Runs in the foreground (systemd Type=simple;
- * scripts/vmmd.service).
+ * the guests it owns. Runs in the foreground (systemd Type=notify:
+ * READY=1 once it serves its socket; scripts/vmmd.service).
  */
 #include "repl.h"
 #include "../cluster/clu.h"

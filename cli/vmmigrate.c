@@ -1,7 +1,7 @@
 /*
  * vmmigrate.c - moving guests between nodes (like Proxmox's `qm migrate`):
  *   vmmigrate VMID TARGET [--online] ...   (= vmmigrate migrate VMID TARGET)
- *   vmmigrate status [VMID] | cancel VMID
+ *   vmmigrate status [VMID] | cancel VMID | log VMID
  * and `vmmigrate _agent`, the target's half, which the worker starts over
  * SSH (not for humans: its stdin/stdout are the control channel).
  * docs/vmmigrate.md is the manual.
@@ -17,7 +17,7 @@
 
 static const struct cli_cmd *const cmds[] = {
 	&cli_migrate_run, &cli_migrate_status, &cli_migrate_cancel, &cli_migrate_drain,
-	&cli_migrate_undrain, NULL,
+	&cli_migrate_undrain, &cli_migrate_log, NULL,
 };
 
 int cli_migrate_argc;

@@ -15,6 +15,7 @@
 #include "clu_daemon.h"
 #include "../common/cleanup.h"
 #include "../common/log.h"
+#include "../common/notify.h"
 #include "../common/util.h"
 
 #include <errno.h>
@@ -46,6 +47,24 @@ const char *clu_dstate_name(enum clu_dstate s)
 static void flush_queued_writes(struct clu_daemon *d);
 static void fail_pending_writes(struct clu_daemon *d, const char *why);
 
+/* Tells systemd (Type=notify) how we are; `extra` e.g. "READY=1\n". A
+ * failure is logged once: systemd then kills us at its start timeout, and
+ * the log says why. */
+static void notify_state(const struct clu_daemon *d, const char *extra)
+{
+	static bool warned;
+	struct err *e = NULL;
+	char msg[128];
+
+	snprintf(msg, sizeof(msg), "%sSTATUS=%s, store version %" PRIu64, extra,
+		 clu_dstate_name(d->state), clu_store_version(d->store));
+	if (!notify_send(msg, &e) && !warned) {
+		log_warn("%s", e->msg);
+		warned = true;
+	}
+	err_free(e);
+}
+
 void clu_daemon_set_state(struct clu_daemon *d, enum clu_dstate s)
 {
 	if (d->state == s)
@@ -53,6 +72,7 @@ void clu_daemon_set_state(struct clu_daemon *d, enum clu_dstate s)
 	log_info("state %s -> %s (store version %" PRIu64 ")", clu_dstate_name(d->state),
 		 clu_dstate_name(s), clu_store_version(d->store));
 	d->state = s;
+	notify_state(d, "");
 	if (s == CLU_D_SYNCED)
 		flush_queued_writes(d);
 	if (s == CLU_D_DISCONNECTED)
@@ -761,6 +781,8 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		d->state = CLU_D_DISCONNECTED;
 	}
 	log_info("listening on %s, store version %" PRIu64, o->socket, clu_store_version(d->store));
+	/* Ready once the CLIs can connect: units ordered after us may use it. */
+	notify_state(d, "READY=1\n");
 	while (!got_signal) {
 		struct pollfd pfd[CLU_MAX_CLIENTS + 4];
 		int idx[CLU_MAX_CLIENTS + 4], n = 0;
@@ -828,6 +850,7 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		expire_pending(d);
 	}
 	log_info("signal %d: stopping", (int)got_signal);
+	notify_state(d, "STOPPING=1\n");
 	ok = true;
 out:
 	if (d->connected)

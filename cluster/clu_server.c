@@ -5,6 +5,7 @@
  * client never blocks the daemon.
  */
 #include "clu_daemon.h"
+#include "../common/cleanup.h"
 #include "../common/log.h"
 #include "../common/util.h"
 
@@ -20,6 +21,22 @@
 
 #define CLIENT_MAX_MSG (2u << 20)
 
+/* The socket's directory, root's only, if missing: systemd makes
+ * /run/vmmigrate (RuntimeDirectory=), a vmmd started by hand must too. */
+static bool mkdir_parent(const char *path, struct err **errp)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash;
+
+	if (!dir)
+		return err_set(errp, ERR_IO, "out of memory");
+	slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return true;
+	*slash = '\0';
+	return util_mkdir_p(dir, 0700, errp);
+}
+
 bool clu_server_listen(struct clu_daemon *d, const char *path, struct err **errp)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
@@ -27,6 +44,8 @@ bool clu_server_listen(struct clu_daemon *d, const char *path, struct err **errp
 
 	if (strlen(path) >= sizeof(sa.sun_path))
 		return err_set(errp, ERR_INVAL, "socket path too long: '%s'", path);
+	if (!mkdir_parent(path, errp))
+		return false;
 	strcpy(sa.sun_path, path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd < 0)

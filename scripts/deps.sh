@@ -10,6 +10,7 @@ PKGS=(
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients
   qemu-system-x86 qemu-utils openssh-server openssh-client rsync
   busybox-static cpio iproute2 tini procps kmod
+  dpkg-dev debhelper lintian debootstrap man-db groff-base bsdextrautils
 )
 
 declare -A have=()

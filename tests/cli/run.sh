@@ -196,6 +196,10 @@ expect 2 "invalid output format 'yaml'" "$M" drain uno --output yaml
 expect 2 "unknown option '--froce-leave'" "$M" drain uno --froce-leave
 expect 2 "invalid node name '../x'" "$M" undrain ../x
 expect 2 "unknown node 'quattro'" "$M" undrain quattro
+expect 2 "invalid VMID 'abc'" "$M" log abc
+expect 2 "invalid VMID '0106': leading zero" "$M" log 0106
+expect 2 "no migration of guest 106 was started on this node" "$M" log 106
+expect 2 "unknown option '--al'" "$M" log 106 --al
 [ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmmigrate input changed the store"; fail=$((fail + 1)); }
 # vmrepl: the same rules (guest 106 on uno, stopped; no jobs yet).
 R="$B/vmrepl"
