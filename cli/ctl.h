@@ -45,8 +45,10 @@ bool cli_ctl_open(struct cli_ctl *x, struct err **errp);
 bool cli_ctl_lock(struct cli_ctl *x, uint32_t vmid, struct err **errp);
 /* Renews the cluster lock (long waits, e.g. shutdown). */
 bool cli_ctl_lock_renew(struct cli_ctl *x, struct err **errp);
-/* Releases what is held (a failed release is logged: the lock expires)
- * and disconnects. */
+/* Releases the locks held, if any (a failed release is logged: the lock
+ * expires); the connection stays. */
+void cli_ctl_release(struct cli_ctl *x);
+/* cli_ctl_release, then disconnects. */
 void cli_ctl_close(struct cli_ctl *x);
 
 /* The VMID argument, or a message naming it. */

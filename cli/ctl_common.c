@@ -84,7 +84,7 @@ bool cli_ctl_lock_renew(struct cli_ctl *x, struct err **errp)
 	return clu_guest_lock(x->c, x->vmid, 0, errp);
 }
 
-void cli_ctl_close(struct cli_ctl *x)
+void cli_ctl_release(struct cli_ctl *x)
 {
 	struct err *e = NULL;
 
@@ -97,6 +97,11 @@ void cli_ctl_close(struct cli_ctl *x)
 	if (x->lock_fd >= 0)
 		close(x->lock_fd); /* releases the flock */
 	x->lock_fd = -1;
+}
+
+void cli_ctl_close(struct cli_ctl *x)
+{
+	cli_ctl_release(x);
 	clu_client_close(x->c);
 	x->c = NULL;
 }

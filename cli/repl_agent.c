@@ -459,6 +459,13 @@ int cli_repl_agent(void)
 			break;
 		}
 		cmd = cli_mig_jstr(req, "cmd");
+		/* An update answered before settles before anything else is
+		 * done (the next disk, a release ...), and on bye only after
+		 * the session: not at once after its reply, where its fsync would
+		 * hold up the source's last store writes when both nodes share
+		 * a disk. */
+		if (!cmd || strcmp(cmd, "bye"))
+			tidy(&ag);
 		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
 		if (!rep) {
 			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
@@ -467,11 +474,10 @@ int cli_repl_agent(void)
 		}
 		if (!mig_chan_send(ag.ch, rep, &e)) {
 			err_free(TAKE_PTR(e));
-			tidy(&ag);
 			break;
 		}
-		tidy(&ag);
 	}
+	tidy(&ag);
 	if (ag.lfd >= 0)
 		close(ag.lfd);
 	free(ag.path);

@@ -711,11 +711,11 @@ static void sync_free(struct sync *s)
 	}
 	err_free(TAKE_PTR(s->ag.e));
 	if (s->ch) {
-		/* Not waited for: the agent answers bye only after settling the
-		 * last update (the replica's fsync, its side files removed: ~0.1 s
-		 * per 40 MB), which nothing here needs; the replica reads as the
-		 * new generation since its reply, and a recovery meanwhile waits
-		 * on the delta's lock. */
+		/* Not waited for: on bye the agent settles the last update (the
+		 * replica's fsync, its side files removed: ~0.1 s per 40 MB),
+		 * which nothing here needs; the replica reads as the new
+		 * generation since its reply, and a recovery meanwhile waits on
+		 * the delta's lock. */
 		struct json_object *bye = mig_chan_req("bye");
 
 		mig_chan_send(s->ch, bye, NULL);
@@ -863,6 +863,10 @@ static bool sync_job(struct cli_ctl *x, const struct clu_repl_job *job, bool *sk
 		    job->target, s->st.gen);
 		ok = sync_pass(s, errp);
 	}
+	/* The guest is free once its state is recorded; the session ends
+	 * after (the agent settles the update meanwhile, and whoever needs
+	 * the replica next waits for that). */
+	cli_ctl_release(x);
 	sync_free(s);
 	return ok;
 }

@@ -166,8 +166,8 @@ char *util_read_file(const char *path, size_t max, struct err **errp)
 	return TAKE_PTR(buf);
 }
 
-bool util_write_file_bytes(const char *path, const void *data, size_t len, int mode,
-			  struct err **errp)
+static bool write_replace(const char *path, const void *data, size_t len, int mode,
+			  bool durable, struct err **errp)
 {
 	_cleanup_free_ char *dir = strdup(path), *tmp = NULL;
 	char *slash;
@@ -186,7 +186,8 @@ bool util_write_file_bytes(const char *path, const void *data, size_t len, int m
 	if (fd < 0)
 		return err_set_errno(errp, errno, "cannot create '%s'", tmp);
 	/* fchmod: the mode must not depend on the caller's umask (keys: 0400). */
-	if (fchmod(fd, (mode_t)mode) < 0 || !util_write_all(fd, data, len, errp) || fsync(fd) < 0) {
+	if (fchmod(fd, (mode_t)mode) < 0 || !util_write_all(fd, data, len, errp) ||
+	    (durable && fsync(fd) < 0)) {
 		err_set_errno(errp, errno, "cannot write '%s'", tmp);
 		close(fd);
 		unlink(tmp);
@@ -199,6 +200,18 @@ bool util_write_file_bytes(const char *path, const void *data, size_t len, int m
 		return false;
 	}
 	return true;
+}
+
+bool util_write_file_bytes(const char *path, const void *data, size_t len, int mode,
+			  struct err **errp)
+{
+	return write_replace(path, data, len, mode, true, errp);
+}
+
+bool util_write_cache_file(const char *path, const void *data, size_t len, int mode,
+			   struct err **errp)
+{
+	return write_replace(path, data, len, mode, false, errp);
 }
 
 bool util_write_file(const char *path, const char *data, int mode, struct err **errp)

@@ -50,6 +50,11 @@ char *util_read_file(const char *path, size_t max, struct err **errp);
  * given mode, creating its directory if needed. */
 bool util_write_file_bytes(const char *path, const void *data, size_t len, int mode,
 			  struct err **errp);
+/* The same without the fsync: a reader sees the old file or the new one,
+ * but after a crash it may be the old one, or empty. Only for files that
+ * are checked when read and can be rebuilt (a checksummed cache). */
+bool util_write_cache_file(const char *path, const void *data, size_t len, int mode,
+			   struct err **errp);
 /* util_write_file_bytes for a string. */
 bool util_write_file(const char *path, const char *data, int mode,
 		     struct err **errp);

@@ -116,8 +116,10 @@ struct repl_replica_info {
 };
 
 /* Finishes or drops an interrupted update of the replica at path; fills
- * *info (gen 0 if there is no replica). ERR_CONFLICT while an update or
- * create of it is running (they hold a lock on their delta or part). */
+ * *info (gen 0 if there is no replica). An update or create of it that is
+ * running (or settling) holds a lock on its delta or part: this waits for
+ * it up to the lock wait (30 s; tests shorten it), then ERR_CONFLICT. */
+void repl_replica_set_lock_wait(int ms);
 bool repl_replica_recover(const char *path, struct repl_replica_info *info, struct err **errp);
 
 /* The first sync: a full tp_stream into path.part, then path.repl, then
@@ -177,7 +179,9 @@ bool repl_replica_release(const char *path, struct err **errp);
  * in-memory bitmap went with a QEMU restart) reads the disk, hashes it and
  * sends only the blocks whose hash differs; a bitmap sync updates the
  * hashes of the blocks it sent. Kept per job and disk on the source
- * (DATA_DIR/repl/<job>/<drive>.manifest), written atomically. */
+ * (DATA_DIR/repl/<job>/<drive>.manifest), written atomically but not
+ * fsynced: a cache, checksummed and naming its generation, so after a crash
+ * an older or torn file is refused and the next sync rebuilds it. */
 
 struct repl_manifest;
 

@@ -447,7 +447,10 @@ bool repl_manifest_save(const struct repl_manifest *m, const char *path, uint64_
 	if (!ok)
 		return false;
 	memcpy(f + m->file_len - MANI_TRAILER, d, sizeof(d));
-	return util_write_file_bytes(path, f, m->file_len, 0600, errp);
+	/* Not fsynced (it waited behind the replica's own syncs): after a
+	 * crash the checksum and the generation refuse a torn or older file,
+	 * and the next sync rebuilds the hashes. */
+	return util_write_cache_file(path, f, m->file_len, 0600, errp);
 }
 
 /* ---- diff and update -------------------------------------------------------- */

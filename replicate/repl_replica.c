@@ -173,15 +173,24 @@ static int open_sized(const char *file, bool qcow2, int flags, uint64_t size, st
 	return fd >= 0 && size_ok(fd, file, qcow2, size, errp) ? TAKE_FD(fd) : -1;
 }
 
+static int lock_wait_ms = 30000;
+
+void repl_replica_set_lock_wait(int ms)
+{
+	lock_wait_ms = ms;
+}
+
 /* Opens a delta or part and locks it: a running update or create holds
- * its lock, and nothing else touches such a file without it. A killed
- * process lets go as the kernel closes its files (a little later when
- * io_uring requests were in flight: we wait for up to half a second).
+ * its lock, and nothing else touches such a file without it. We wait for
+ * the holder: an agent settling an update it answered (seconds for a big
+ * one), or a killed process whose files the kernel is still closing (a
+ * little later when io_uring requests were in flight).
  * -1 with *missing if there is none, else with *errp. */
 static int open_locked(const char *file, int flags, bool *missing, struct err **errp)
 {
 	_cleanup_close_ int fd = open(file, flags | O_CLOEXEC | O_NOFOLLOW, 0600);
-	int r, tries = 0;
+	int64_t deadline = util_now_ms() + lock_wait_ms;
+	int r;
 
 	*missing = fd < 0 && errno == ENOENT && !(flags & O_CREAT);
 	if (fd < 0) {
@@ -189,7 +198,8 @@ static int open_locked(const char *file, int flags, bool *missing, struct err **
 			err_set_errno(errp, errno, "cannot open '%s'", file);
 		return -1;
 	}
-	while ((r = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK && tries++ < 50)
+	while ((r = flock(fd, LOCK_EX | LOCK_NB)) < 0 && errno == EWOULDBLOCK &&
+	       util_now_ms() < deadline)
 		usleep(10000);
 	if (r == 0)
 		return TAKE_FD(fd);

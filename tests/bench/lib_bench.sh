@@ -9,8 +9,9 @@ ratio() {
   [[ $1 =~ ^[0-9.]+$ && $2 =~ ^[0-9.]+$ ]] || { echo "-"; return; }
   awk -v a="$1" -v b="$2" 'BEGIN { if (b == 0) print "-"; else printf "%.2fx", a / b }'
 }
-# col ROWS N: the median of column N of whitespace-separated rows (skips "-").
-col() { awk -v n="$2" '$n != "-" {print $n}' <<<"$1" | median; }
+# col ROWS N: the median of column N of whitespace-separated rows (skips "-"
+# and empty lines).
+col() { awk -v n="$2" 'NF && $n != "-" {print $n}' <<<"$1" | median; }
 
 # raw_case NAME MEM APPEND RUNS TIMEOUT MIGRATE-ARGS...: one vmguest-driven
 # QEMU ping-ponging between uno and due; prints "total down mbps passes"

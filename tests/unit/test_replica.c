@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -400,6 +401,22 @@ static void assert_hole(const struct fx *f, uint64_t off, uint64_t len)
 
 /* ---- tests -------------------------------------------------------------- */
 
+/* Settles pend a little later, from another thread (the agent after its
+ * reply, while a new session's recovery waits). */
+struct settler {
+	struct repl_replica_pending *pend;
+	bool ok;
+};
+
+static void *settle_later(void *arg)
+{
+	struct settler *t = arg;
+
+	usleep(200 * 1000);
+	t->ok = repl_replica_settle(t->pend, NULL);
+	return NULL;
+}
+
 static void test_create_update_round_trips(void **state)
 {
 	struct fx *f = *state;
@@ -467,12 +484,23 @@ static void test_create_update_round_trips(void **state)
 		assert_overlaid(f, f->c, f->b, ext_b, ARRAY_SIZE(ext_b));
 		assert_meta(f, 4);
 		assert_true(exists(side(f, ".repl-commit")) && exists(side(f, ".repl-delta")));
-		/* Meanwhile a recovery waits for the lock, then gives up. */
+		/* Meanwhile a recovery waits for the lock (here 0.5 s), then gives up... */
 		assert_false(repl_replica_recover(f->path, &got, &e));
 		assert_int_equal(e->code, ERR_CONFLICT);
 		err_free(e);
 		e = NULL;
-		assert_true(repl_replica_settle(&pend, &e));
+		/* ... or, settled in time, finds the new generation and nothing else. */
+		{
+			struct settler t = { .pend = &pend };
+			pthread_t th;
+
+			assert_int_equal(pthread_create(&th, NULL, settle_later, &t), 0);
+			assert_true(repl_replica_recover(f->path, &got, &e));
+			pthread_join(th, NULL);
+			assert_true(t.ok);
+			assert_int_equal(got.gen, 5);
+			assert_no_side_files(f);
+		}
 		assert_int_equal(pend.dfd, -1);
 		assert_true(repl_replica_settle(&pend, &e)); /* again: nothing to do */
 	}
@@ -1264,6 +1292,7 @@ int main(void)
 	pid_t z;
 
 	log_set_level(LOG_ERROR);
+	repl_replica_set_lock_wait(500); /* the refusals below need not take 30 s */
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 || (z = fork()) < 0)
 		return 1;
 	if (z == 0) {
