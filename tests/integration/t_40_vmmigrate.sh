@@ -89,6 +89,13 @@ hop 141 due tre insecure
 hop 140 tre uno insecure
 hop 141 tre uno secure
 
+# Task logs: each migration's lines stay on its source node, ending in its
+# outcome (140's newest on due is its hop to tre).
+mig due log 140 >"$RUN/task.log" 2>&1 || die "vmmigrate log 140 on due: $(cat "$RUN/task.log")"
+[ "$(tail -1 "$RUN/task.log")" = "TASK OK" ] || die "task log of 140 on due: $(tail -3 "$RUN/task.log")"
+grep -q 'guest 140 to tre' "$RUN/task.log" || die "task log of 140 on due is not its hop to tre: $(cat "$RUN/task.log")"
+mig due log 140 --all | grep -c '^TASK OK$' | grep -qx 1 || die "due kept other migrations of 140: $(mig due log 140 --all)"
+
 # The data went to the migration network: the summary names due's 10.99.2 address.
 grep -q "via $(tb addr due migration)" "$RUN/mig-140-uno-due.out" || die "not over due's migration address"
 

@@ -83,6 +83,9 @@ finish_slow() {
   [ "$rc" -ne 0 ] || die "migration succeeded despite the fault: $(cat "$RUN/slow.out")"
   grep -qF -- "$1" "$RUN/slow.out" || die "expected '$1' in: $(cat "$RUN/slow.out")"
   grep -q 'guest still runs on the source' "$RUN/slow.out" || die "no rollback note: $(cat "$RUN/slow.out")"
+  # The source keeps the migration's task log, ending in its failure.
+  mig uno log 150 >"$RUN/task.log" 2>&1 || die "no task log of the failed migration: $(cat "$RUN/task.log")"
+  tail -1 "$RUN/task.log" | grep -q '^TASK ERROR: ' || die "the task log does not end in its failure: $(tail -3 "$RUN/task.log")"
 }
 
 tb down >/dev/null 2>&1 || true
