@@ -135,6 +135,13 @@ bool clu_cs_connect(struct clu_daemon *d, struct err **errp)
 	return true;
 }
 
+static void status_cmap_close(struct clu_daemon *d)
+{
+	if (d->cmap_open)
+		cmap_finalize(d->cmap);
+	d->cmap_open = false;
+}
+
 void clu_cs_disconnect(struct clu_daemon *d, const char *why)
 {
 	if (!d->connected)
@@ -143,6 +150,7 @@ void clu_cs_disconnect(struct clu_daemon *d, const char *why)
 	cpg_finalize(d->cpg);
 	quorum_finalize(d->quorum);
 	votequorum_finalize(d->vq);
+	status_cmap_close(d);
 	d->connected = false;
 	d->cpg_fd = d->quorum_fd = d->vq_fd = -1;
 	d->quorate = false;
@@ -189,15 +197,28 @@ bool clu_cs_mcast(struct clu_daemon *d, struct json_object *msg, struct err **er
 	return true;
 }
 
-static void cmap_facts(struct json_object *st)
+/* status's cmap handle, opened if need be; false if corosync refuses. */
+static bool status_cmap(struct clu_daemon *d)
 {
-	cmap_handle_t h;
+	if (!d->cmap_open && cmap_initialize(&d->cmap) == CS_OK)
+		d->cmap_open = true;
+	return d->cmap_open;
+}
+
+static void cmap_facts(struct clu_daemon *d, struct json_object *st)
+{
+	cmap_handle_t h = d->cmap;
 	char *name = NULL;
 	uint64_t ver = 0;
+	cs_error_t r;
 
-	if (cmap_initialize(&h) != CS_OK)
+	r = cmap_get_string(h, "totem.cluster_name", &name);
+	if (r == CS_ERR_LIBRARY || r == CS_ERR_BAD_HANDLE) {
+		/* corosync went away under us: a new connection next time */
+		status_cmap_close(d);
 		return;
-	if (cmap_get_string(h, "totem.cluster_name", &name) == CS_OK && name) {
+	}
+	if (r == CS_OK && name) {
 		json_object_object_add(st, "cluster_name", json_object_new_string(name));
 		free(name);
 	}
@@ -214,7 +235,6 @@ static void cmap_facts(struct json_object *st)
 				       json_object_new_boolean(strcmp(name, "none") != 0));
 		free(name);
 	}
-	cmap_finalize(h);
 }
 
 /* corosync's nodelist: name, id, votes and link addresses per node, with
@@ -222,12 +242,8 @@ static void cmap_facts(struct json_object *st)
 static void cmap_nodelist(struct clu_daemon *d, struct json_object *st)
 {
 	struct json_object *list = json_object_new_array();
-	cmap_handle_t h;
+	cmap_handle_t h = d->cmap;
 
-	if (cmap_initialize(&h) != CS_OK) {
-		json_object_put(list);
-		return;
-	}
 	for (int i = 0; i < CLU_MAX_MEMBERS; i++) {
 		struct json_object *n, *links;
 		char key[64];
@@ -271,7 +287,6 @@ static void cmap_nodelist(struct clu_daemon *d, struct json_object *st)
 		json_object_object_add(n, "local", json_object_new_boolean(id == d->nodeid));
 		json_object_array_add(list, n);
 	}
-	cmap_finalize(h);
 	json_object_object_add(st, "nodelist", list);
 }
 
@@ -282,8 +297,10 @@ void clu_cs_status(struct clu_daemon *d, struct json_object *st)
 
 	if (!d->connected)
 		return;
-	cmap_facts(st);
-	cmap_nodelist(d, st);
+	if (status_cmap(d))
+		cmap_facts(d, st);
+	if (d->cmap_open)
+		cmap_nodelist(d, st);
 	memset(&info, 0, sizeof(info));
 	if (votequorum_getinfo(d->vq, d->nodeid, &info) != CS_OK)
 		return;

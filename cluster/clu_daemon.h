@@ -16,6 +16,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <corosync/cmap.h>
 #include <corosync/cpg.h>
 #include <corosync/quorum.h>
 #include <corosync/votequorum.h>
@@ -82,6 +83,11 @@ struct clu_daemon {
 	bool quorate;
 	uint32_t view[CLU_MAX_MEMBERS]; /* corosync's membership (quorum view) */
 	unsigned nview;
+	/* What status reads cmap with: opened on first use and kept until
+	 * corosync is lost (a libqb IPC connection costs ~5 ms to set up,
+	 * and every CLI call asks for status). */
+	cmap_handle_t cmap;
+	bool cmap_open;
 	int64_t reconnect_at;
 	int64_t register_at;     /* next check of this node's record */
 	int64_t sync_round_ms;   /* when the current sync round began */
