@@ -54,7 +54,7 @@ static void on_confchg(cpg_handle_t h, const struct cpg_name *g, const struct cp
 	(void)l;
 	(void)j;
 	log_debug("cpg: membership now %zu (%zu left, %zu joined)", nm, nl, nj);
-	clu_daemon_confchg(the_daemon, m, nm);
+	clu_sync_confchg(the_daemon, m, nm);
 }
 
 static void on_quorum(quorum_handle_t h, uint32_t quorate, uint64_t ring_seq,
@@ -151,6 +151,7 @@ void clu_cs_disconnect(struct clu_daemon *d, const char *why)
 	quorum_finalize(d->quorum);
 	votequorum_finalize(d->vq);
 	status_cmap_close(d);
+	clu_sync_abort(d);
 	d->connected = false;
 	d->cpg_fd = d->quorum_fd = d->vq_fd = -1;
 	d->quorate = false;

@@ -1,16 +1,11 @@
 /*
  * clu_daemon.c - vmmd's core: the state machine, replication of store ops
- * in agreed order, the sync exchange on membership changes, and the CLI
- * requests. Contract in clu.h; internals in clu_daemon.h.
+ * in agreed order, this node's record, and the CLI requests. Contract in
+ * clu.h; internals in clu_daemon.h.
  *
- * Why the sync exchange is safe: corosync CPG gives virtual synchrony, so
- * every member sees a membership change at the same point of the message
- * stream and every message is delivered in the configuration it was sent
- * in. All members therefore collect the same (version, checksum)
- * announcements and pick the same leader (highest version, then lowest
- * node id); they finish syncing at the same message (the last
- * announcement, or the leader's last snapshot chunk) and only then send
- * writes again.
+ * Stores stay equal because every member applies the same writes in the
+ * same (CPG agreed) order, and after each membership change the sync
+ * exchange of clu_sync.c makes them equal before writes are sent again.
  */
 #include "clu_daemon.h"
 #include "../common/cleanup.h"
@@ -202,7 +197,7 @@ static void check_watches(struct clu_daemon *d, const char *key)
 /* ---- applying ops ------------------------------------------------------ */
 
 /* Applies an op everywhere alike; answers the client if the op is ours. */
-static void apply_op(struct clu_daemon *d, struct json_object *opj, bool mine, uint64_t req)
+void clu_daemon_apply_op(struct clu_daemon *d, struct json_object *opj, bool mine, uint64_t req)
 {
 	struct clu_op op;
 	struct err *e = NULL;
@@ -230,67 +225,7 @@ static void apply_op(struct clu_daemon *d, struct json_object *opj, bool mine, u
 	err_free(e);
 }
 
-/* ---- sync exchange ------------------------------------------------------ */
-
-static void announce_state(struct clu_daemon *d)
-{
-	_cleanup_json_ struct json_object *m = json_object_new_object();
-	char sum[32];
-	struct err *e = NULL;
-
-	snprintf(sum, sizeof(sum), "%016" PRIx64, clu_store_checksum(d->store));
-	json_object_object_add(m, "t", json_object_new_string("state"));
-	json_object_object_add(m, "version", json_object_new_uint64(clu_store_version(d->store)));
-	json_object_object_add(m, "sum", json_object_new_string(sum));
-	json_object_object_add(m, "node", json_object_new_string(d->node));
-	if (!clu_cs_mcast(d, m, &e)) {
-		log_error("cannot announce store state: %s", e->msg);
-		err_free(e);
-		clu_cs_disconnect(d, "announce failed");
-	}
-}
-
-static void drop_snapshot(struct clu_daemon *d)
-{
-	for (unsigned i = 0; i < d->nsnap; i++)
-		json_object_put(d->snap[i]);
-	d->nsnap = 0;
-}
-
-void clu_daemon_confchg(struct clu_daemon *d, const struct cpg_address *m, size_t n)
-{
-	if (n > CLU_MAX_MEMBERS)
-		n = CLU_MAX_MEMBERS;
-	d->nmembers = (unsigned)n;
-	for (size_t i = 0; i < n; i++) {
-		d->members[i] = (struct clu_member){ .nodeid = m[i].nodeid, .pid = m[i].pid };
-	}
-	drop_snapshot(d);
-	d->want_snapshot = false;
-	/* Sent writes not yet delivered were delivered in the old
-	 * configuration if at all; the rest wait for the new sync. */
-	clu_daemon_set_state(d, CLU_D_SYNCING);
-	d->sync_round_ms = util_now_ms();
-	announce_state(d);
-}
-
-static bool snap_chunk_send(struct json_object *chunk, bool last, void *opaque)
-{
-	struct clu_daemon *d = opaque;
-	_cleanup_json_ struct json_object *m = json_object_new_object();
-	struct err *e = NULL;
-	bool ok;
-
-	json_object_object_add(m, "t", json_object_new_string("snap"));
-	json_object_object_add(m, "last", json_object_new_boolean(last));
-	json_object_object_add(m, "chunk", chunk);
-	ok = clu_cs_mcast(d, m, &e);
-	if (!ok) {
-		log_error("cannot send store snapshot: %s", e->msg);
-		err_free(e);
-	}
-	return ok;
-}
+/* ---- this node's record ------------------------------------------------- */
 
 /* This node's SSH host key ("ssh-ed25519 AAAA..."), published in the store
  * so that migrations pin it instead of trusting it on first use:
@@ -312,7 +247,7 @@ static char *ssh_host_key(void)
 
 /* Keeps nodes/<this node> = {"nodeid","links","maintenance","ssh_host_key"}
  * current; the maintenance flag belongs to drain and is carried over. */
-static void register_node(struct clu_daemon *d)
+void clu_daemon_register_node(struct clu_daemon *d)
 {
 	_cleanup_free_ char *key = NULL, *cur = NULL, *hk = NULL;
 	_cleanup_json_ struct json_object *want = json_object_new_object(), *old = NULL;
@@ -361,101 +296,6 @@ static void register_node(struct clu_daemon *d)
 	}
 }
 
-static void sync_done(struct clu_daemon *d)
-{
-	d->syncs++;
-	drop_snapshot(d);
-	clu_daemon_set_state(d, CLU_D_SYNCED);
-	clu_cc_follow(d); /* a node that was away may have missed a change */
-	register_node(d);
-}
-
-/* Every member announced: pick the leader; finish or ship the store. */
-static void sync_decide(struct clu_daemon *d)
-{
-	struct clu_member *leader = NULL, *me = NULL;
-	bool differ = false;
-	struct err *e = NULL;
-
-	for (unsigned i = 0; i < d->nmembers; i++) {
-		struct clu_member *m = &d->members[i];
-
-		if (!m->have_state)
-			return;
-		if (!leader || m->version > leader->version ||
-		    (m->version == leader->version && m->nodeid < leader->nodeid))
-			leader = m;
-		if (is_me(d, m->nodeid, m->pid))
-			me = m;
-	}
-	if (!leader || !me)
-		return;
-	for (unsigned i = 0; i < d->nmembers; i++)
-		if (d->members[i].version != leader->version || d->members[i].sum != leader->sum)
-			differ = true;
-	d->leader = leader->nodeid;
-	if (!differ) {
-		sync_done(d);
-		return;
-	}
-	d->want_snapshot = me->version != leader->version || me->sum != leader->sum;
-	log_info("sync: node %u has the newest store (version %" PRIu64 ")%s", leader->nodeid,
-		 leader->version, d->want_snapshot ? "; taking its copy" : "");
-	if (me == leader && !clu_store_dump(d->store, CLU_SNAP_CHUNK_BYTES, snap_chunk_send, d, &e)) {
-		log_error("sync: %s", e->msg);
-		err_free(e);
-		clu_cs_disconnect(d, "snapshot failed");
-	}
-}
-
-static void on_state(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, struct json_object *m)
-{
-	struct json_object *v, *s;
-
-	if (d->state != CLU_D_SYNCING || !json_object_object_get_ex(m, "version", &v) ||
-	    !json_object_object_get_ex(m, "sum", &s))
-		return;
-	for (unsigned i = 0; i < d->nmembers; i++)
-		if (d->members[i].nodeid == nodeid && d->members[i].pid == pid) {
-			d->members[i].have_state = true;
-			d->members[i].version = (uint64_t)json_object_get_int64(v);
-			d->members[i].sum = strtoull(json_object_get_string(s), NULL, 16);
-		}
-	sync_decide(d);
-}
-
-static void on_snap(struct clu_daemon *d, uint32_t nodeid, struct json_object *m)
-{
-	struct json_object *chunk, *last, *ver;
-	struct err *e = NULL;
-
-	if (d->state != CLU_D_SYNCING || nodeid != d->leader ||
-	    !json_object_object_get_ex(m, "chunk", &chunk) ||
-	    !json_object_object_get_ex(m, "last", &last))
-		return;
-	if (d->want_snapshot) {
-		if (d->nsnap == CLU_MAX_SNAP_CHUNKS) {
-			clu_cs_disconnect(d, "store snapshot too large");
-			return;
-		}
-		d->snap[d->nsnap++] = json_object_get(chunk);
-	}
-	if (!json_object_get_boolean(last))
-		return;
-	if (d->want_snapshot) {
-		json_object_object_get_ex(chunk, "version", &ver);
-		if (!clu_store_replace(d->store, (uint64_t)json_object_get_int64(ver), d->snap,
-				       d->nsnap, &e)) {
-			log_error("sync: cannot take the leader's store: %s", e->msg);
-			err_free(e);
-			clu_cs_disconnect(d, "snapshot apply failed");
-			return;
-		}
-		log_info("sync: store replaced, now at version %" PRIu64, clu_store_version(d->store));
-	}
-	sync_done(d);
-}
-
 void clu_daemon_deliver(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, const char *msg,
 			size_t len)
 {
@@ -472,12 +312,15 @@ void clu_daemon_deliver(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, con
 		return;
 	}
 	if (!strcmp(json_object_get_string(t), "op") && json_object_object_get_ex(m, "op", &op)) {
+		bool mine = is_me(d, nodeid, pid);
+		uint64_t id;
+
 		json_object_object_get_ex(m, "req", &req);
-		apply_op(d, op, is_me(d, nodeid, pid), req ? (uint64_t)json_object_get_int64(req) : 0);
-	} else if (!strcmp(json_object_get_string(t), "state")) {
-		on_state(d, nodeid, pid, m);
-	} else if (!strcmp(json_object_get_string(t), "snap")) {
-		on_snap(d, nodeid, m);
+		id = req ? (uint64_t)json_object_get_int64(req) : 0;
+		if (!clu_sync_hold(d, op, mine, id))
+			clu_daemon_apply_op(d, op, mine, id);
+	} else {
+		clu_sync_message(d, nodeid, pid, json_object_get_string(t), m);
 	}
 }
 
@@ -489,7 +332,7 @@ void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view,
 		log_info("quorum %s", quorate ? "regained" : "lost: writes are refused");
 	d->quorate = quorate;
 	if (regained)
-		register_node(d);
+		clu_daemon_register_node(d);
 	d->nview = n < CLU_MAX_MEMBERS ? n : CLU_MAX_MEMBERS;
 	memcpy(d->view, view, d->nview * sizeof(*view));
 }
@@ -776,7 +619,7 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 			gethostname(d->node, sizeof(d->node));
 		d->state = CLU_D_STANDALONE;
 		log_info("standalone node %s (no %s): always quorate", d->node, ccpath);
-		register_node(d);
+		clu_daemon_register_node(d);
 	} else {
 		d->state = CLU_D_DISCONNECTED;
 	}
@@ -793,7 +636,7 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 		if (!d->standalone && d->state == CLU_D_SYNCED && d->quorate &&
 		    util_now_ms() >= d->register_at) {
 			d->register_at = util_now_ms() + 2000;
-			register_node(d);
+			clu_daemon_register_node(d);
 		}
 		/* Liveness: a sync round that has not finished in 15 s (every member
 		 * announces at once, the leader ships a few chunks) is stuck; leaving
@@ -855,10 +698,10 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 out:
 	if (d->connected)
 		clu_cs_disconnect(d, "shutting down");
+	clu_sync_abort(d); /* what a round holds (done already if we were connected) */
 	for (int i = 0; i < CLU_MAX_PENDING; i++)
 		if (d->pending[i].used)
 			pending_free(&d->pending[i]);
-	drop_snapshot(d);
 	clu_server_close_all(d);
 	if (ok)
 		unlink(o->socket);

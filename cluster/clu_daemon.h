@@ -8,6 +8,7 @@
  *   disconnected  corosync unreachable: reads only; reconnects every second
  *   syncing       membership changed: members exchange (version, checksum),
  *                 the newest sends its store to the others; writes wait
+ *                 (the round's protocol is in clu_sync.c)
  *   synced        writes are multicast and applied in agreed order
  */
 #ifndef VMM_CLU_DAEMON_H
@@ -32,11 +33,19 @@ enum clu_dstate { CLU_D_STANDALONE, CLU_D_DISCONNECTED, CLU_D_SYNCING, CLU_D_SYN
 #define CLU_MAX_PENDING 1024
 #define CLU_MAX_SNAP_CHUNKS 4096
 #define CLU_SNAP_CHUNK_BYTES (128u << 10)
+#define CLU_MAX_HELD 4096
 
 struct clu_member {
 	uint32_t nodeid, pid;
 	bool have_state;
 	uint64_t version, sum;
+};
+
+/* A write delivered while this member waits for the leader's snapshot. */
+struct clu_held {
+	struct json_object *op; /* owned */
+	bool mine;
+	uint64_t req;
 };
 
 struct clu_client {
@@ -92,13 +101,18 @@ struct clu_daemon {
 	int64_t register_at;     /* next check of this node's record */
 	int64_t sync_round_ms;   /* when the current sync round began */
 
-	/* membership and sync */
+	/* membership and sync (clu_sync.c) */
 	struct clu_member members[CLU_MAX_MEMBERS];
 	unsigned nmembers;
+	char round[64];         /* "nodeid.pid.n" of the round's start; "" none */
+	uint64_t starts_sent;   /* rounds this process started */
+	bool decided;           /* every member announced; leader chosen */
 	struct json_object *snap[CLU_MAX_SNAP_CHUNKS];
 	unsigned nsnap;
 	bool want_snapshot;     /* our store differs from the leader's */
-	uint32_t leader;        /* nodeid of the sync leader this round */
+	uint32_t leader, leader_pid; /* the sync leader this round */
+	struct clu_held held[CLU_MAX_HELD];
+	unsigned nheld;
 	uint64_t syncs;         /* completed sync rounds, for status */
 
 	/* clients */
@@ -128,7 +142,6 @@ struct json_object *clu_cs_node_links(struct clu_daemon *d);
 bool clu_cs_node_name(struct clu_daemon *d, char *out, size_t len);
 
 /* clu_daemon.c: called by clu_corosync.c */
-void clu_daemon_confchg(struct clu_daemon *d, const struct cpg_address *members, size_t n);
 void clu_daemon_deliver(struct clu_daemon *d, uint32_t nodeid, uint32_t pid,
 			const char *msg, size_t len);
 void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view, unsigned n);
@@ -136,6 +149,24 @@ void clu_daemon_quorum(struct clu_daemon *d, bool quorate, const uint32_t *view,
 /* clu_daemon.c: called by clu_server.c with one parsed request; answers
  * through clu_server_reply() now or later. */
 void clu_daemon_request(struct clu_daemon *d, int client, struct json_object *req);
+
+/* clu_daemon.c: for clu_sync.c */
+/* Applies a delivered write to the store, answers our client if `mine`. */
+void clu_daemon_apply_op(struct clu_daemon *d, struct json_object *op, bool mine, uint64_t req);
+/* Writes nodes/<this node> if it is missing or out of date. */
+void clu_daemon_register_node(struct clu_daemon *d);
+
+/* clu_sync.c: the sync exchange */
+/* A CPG membership change: a new round; the lowest member starts it. */
+void clu_sync_confchg(struct clu_daemon *d, const struct cpg_address *members, size_t n);
+/* A "start", "state" or "snap" message; false for any other type. */
+bool clu_sync_message(struct clu_daemon *d, uint32_t nodeid, uint32_t pid, const char *type,
+		      struct json_object *m);
+/* True if the delivered write `op` is held until this member has taken
+ * the leader's snapshot (its own store is about to be replaced). */
+bool clu_sync_hold(struct clu_daemon *d, struct json_object *op, bool mine, uint64_t req);
+/* Lost corosync: held writes are applied, the round forgotten. */
+void clu_sync_abort(struct clu_daemon *d);
 
 /* clu_daemon_cc.c: cluster configuration follows the store */
 /* The store's cluster/corosync.conf changed: install it if newer. */
