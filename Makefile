@@ -54,7 +54,7 @@ aobj = $(patsubst %.c,$(B)/asan/obj/%.o,$(1))
 # Keep objects make would see as intermediate.
 .SECONDARY:
 
-.PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest check-tcg-bug \
+.PHONY: all deps check unit cli-check integration demo bench fuzz install clean guest check-tcg-bug faults check-full \
 	man completion deb pkg-check
 
 all: $(BINS)
@@ -101,12 +101,30 @@ cli-check: all
 integration: all guest
 	@tests/integration/run.sh $(B)
 
+# The fault matrix of online migration (tests/faults/run.sh): the quick
+# set by default, FAULTS=full for every cell; FAULTS_ONLY=REGEX picks cells.
+# Then kill -9 rounds against the store (STORE_CRASH_ROUNDS, default 10).
+FAULTS ?= quick
+faults: all guest
+	@tests/faults/run.sh $(B) $(FAULTS) $(FAULTS_ONLY)
+	@tests/faults/store_crash.sh $(B)
+
 # Order matters: cheap checks first so a broken build fails in seconds.
 check: deps
 	@$(MAKE) --no-print-directory all unit
 	@$(MAKE) --no-print-directory cli-check
 	@$(MAKE) --no-print-directory pkg-check
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory faults
+
+# Everything (hours): check, the whole fault matrix, hundreds of kill -9
+# rounds against replicas and the store, and every fuzz target for longer.
+check-full: deps
+	@$(MAKE) --no-print-directory check
+	@$(MAKE) --no-print-directory faults FAULTS=full
+	@REPL_CRASH_ROUNDS=200 tests/integration/run.sh $(B) t_51_vmrepl_crash.sh
+	@STORE_CRASH_ROUNDS=300 tests/faults/store_crash.sh $(B)
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=300
 
 # Shows why test guests have RAM 8 KiB short of a round size (minutes).
 check-tcg-bug: all guest
@@ -210,7 +228,8 @@ $(B)/vmrepl: $(call obj,$(VMREPL_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 # ---- vmmd: the daemon, with the replication scheduler (cli/repl_sched.c) ----
-VMMD_SRC := cli/vmmd.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c \
+# and the recovery after crashed migration workers (cli/migrate_recover.c).
+VMMD_SRC := cli/vmmd.c $(sort $(wildcard cli/repl_*.c)) cli/migrate_common.c cli/migrate_recover.c \
 	$(filter-out cli/vmctl.c,$(wildcard cli/ctl_*.c)) cli/guest_common.c
 $(B)/vmmd: $(call obj,$(VMMD_SRC) $(CLI_COMMON)) $(B)/libvmm.a
 	@echo "  LD $@"; $(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)

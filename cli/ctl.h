@@ -43,6 +43,10 @@ bool cli_ctl_open(struct cli_ctl *x, struct err **errp);
 /* Takes the local and the cluster lock of vmid, waiting up to
  * CLI_CTL_LOCK_WAIT_MS for each. */
 bool cli_ctl_lock(struct cli_ctl *x, uint32_t vmid, struct err **errp);
+/* This node's lock of vmid alone (a flock, held by every command that
+ * changes the guest, and by a migration's worker while it lives); its fd
+ * in *fd_out, the caller closes it. Waits up to CLI_CTL_LOCK_WAIT_MS. */
+bool cli_ctl_local_lock(uint32_t vmid, int *fd_out, struct err **errp);
 /* Renews the cluster lock (long waits, e.g. shutdown). */
 bool cli_ctl_lock_renew(struct cli_ctl *x, struct err **errp);
 /* Releases the locks held, if any (a failed release is logged: the lock

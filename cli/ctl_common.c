@@ -43,7 +43,7 @@ static const char *run_root(void)
 
 /* flock on $VMM_RUN_DIR/<vmid>.lock: the file stays (like Proxmox's
  * /var/lock/qemu-server/lock-<vmid>.conf); unlinking it would race. */
-static bool local_lock(uint32_t vmid, int *fd_out, struct err **errp)
+bool cli_ctl_local_lock(uint32_t vmid, int *fd_out, struct err **errp)
 {
 	_cleanup_free_ char *path = NULL;
 	_cleanup_close_ int fd = -1;
@@ -70,7 +70,7 @@ static bool local_lock(uint32_t vmid, int *fd_out, struct err **errp)
 
 bool cli_ctl_lock(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 {
-	if (!local_lock(vmid, &x->lock_fd, errp))
+	if (!cli_ctl_local_lock(vmid, &x->lock_fd, errp))
 		return false;
 	x->vmid = vmid;
 	if (!clu_guest_lock(x->c, vmid, CLI_CTL_LOCK_WAIT_MS, errp))

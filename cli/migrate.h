@@ -65,6 +65,11 @@ bool cli_mig_worker_alive(pid_t pid);
  * QEMU is stopped, the source resumed if it is the owner. No record: a
  * no-op. A live worker: ERR_STATE naming it. */
 bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp);
+/* vmmd's look, every few seconds: cli_migrate_recover for every record
+ * of a migration from this node whose worker is dead, so a guest a worker
+ * left paused runs again without waiting for the next vmmigrate. Failures
+ * are logged; the next look retries. */
+void cli_migrate_sweep(struct cli_ctl *x);
 
 /* Where to reach a node and how to trust it, from the store and vmmd. */
 struct cli_mig_peer {

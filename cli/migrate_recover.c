@@ -114,9 +114,36 @@ static bool source_side(uint32_t vmid, bool owner_here, bool was_running, struct
 	return true;
 }
 
+/* The record of vmid's migration if its worker is dead (rec->vmid 0: no
+ * record); an error if it is another node's or its worker lives. */
+static bool record_of_dead_worker(struct cli_ctl *x, uint32_t vmid, struct cli_mig_record *rec,
+				  struct err **errp)
+{
+	struct err *e = NULL;
+
+	if (!cli_mig_record_read(x->c, vmid, rec, NULL, &e)) {
+		if (e->code == ERR_NOTFOUND) {
+			err_free(e);
+			rec->vmid = 0;
+			return true;
+		}
+		err_propagate(errp, &e);
+		return false;
+	}
+	if (strcmp(rec->source, x->node))
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " has an unfinished migration "
+			       "from %s to %s (phase %s): run vmmigrate on %s to clean it up",
+			       vmid, rec->source, rec->target, rec->phase, rec->source);
+	if (rec->pid != getpid() && cli_mig_worker_alive(rec->pid))
+		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is being migrated to %s by "
+			       "pid %d (phase %s)", vmid, rec->target, (int)rec->pid, rec->phase);
+	return true;
+}
+
 bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 {
 	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	_cleanup_close_ int lock_fd = -1;
 	struct cli_mig_record rec;
 	struct err *e = NULL;
 	bool owner_here;
@@ -124,21 +151,19 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 
 	if (!g)
 		return err_set(errp, ERR_IO, "out of memory");
-	if (!cli_mig_record_read(x->c, vmid, &rec, NULL, &e)) {
-		if (e->code == ERR_NOTFOUND) {
-			err_free(e);
-			return true;
-		}
-		err_propagate(errp, &e);
+	if (!record_of_dead_worker(x, vmid, &rec, errp))
 		return false;
-	}
-	if (strcmp(rec.source, x->node))
-		return err_set(errp, ERR_STATE, "guest %" PRIu32 " has an unfinished migration "
-			       "from %s to %s (phase %s): run vmmigrate on %s to clean it up",
-			       vmid, rec.source, rec.target, rec.phase, rec.source);
-	if (rec.pid != getpid() && cli_mig_worker_alive(rec.pid))
-		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is being migrated to %s by "
-			       "pid %d (phase %s)", vmid, rec.target, (int)rec.pid, rec.phase);
+	if (!rec.vmid)
+		return true;
+	/* One recovery at a time (vmmd's sweep and a vmmigrate may both
+	 * find the record): under the local lock, which a live worker holds
+	 * too, the record is read again. */
+	if (x->lock_fd < 0 && !cli_ctl_local_lock(vmid, &lock_fd, errp))
+		return false;
+	if (!record_of_dead_worker(x, vmid, &rec, errp))
+		return false;
+	if (!rec.vmid)
+		return true;
 	if (!clu_guest_read(x->c, vmid, g, errp))
 		return false;
 	owner_here = !strcmp(g->node, x->node);
@@ -176,5 +201,50 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 			log_warn("guest %" PRIu32 ": cannot remove the source volume %s: %m", vmid,
 				 rec.moved[i].path);
 	}
-	return cli_mig_record_delete(x->c, vmid, errp);
+	if (!cli_mig_record_delete(x->c, vmid, errp))
+		return false;
+	/* The dead worker's guest lock is this node's: with the local lock
+	 * held, nobody else here holds it, so it goes now instead of when it
+	 * expires (a caller that holds the local lock has the guest lock too). */
+	if (lock_fd >= 0 && !clu_guest_unlock(x->c, vmid, &e)) {
+		log_warn("guest %" PRIu32 ": cannot release the dead worker's lock (it expires "
+			 "within %d s): %s", vmid, CLU_GUEST_LOCK_TTL_MS / 1000, e->msg);
+		err_free(e);
+	}
+	return true;
+}
+
+/* ---- vmmd's sweep ---------------------------------------------------------- */
+
+void cli_migrate_sweep(struct cli_ctl *x)
+{
+	_cleanup_json_ struct json_object *req = json_object_new_object(), *rep = NULL;
+	struct json_object *entries = NULL;
+	struct err *e = NULL;
+
+	json_object_object_add(req, "cmd", json_object_new_string("list"));
+	json_object_object_add(req, "prefix", json_object_new_string("migrations/"));
+	rep = clu_client_call(x->c, json_object_get(req), 10000, &e);
+	if (!rep) {
+		err_free(e);
+		return;
+	}
+	json_object_object_get_ex(rep, "entries", &entries);
+	for (size_t i = 0; entries && i < json_object_array_length(entries); i++) {
+		struct json_object *ent = json_object_array_get_idx(entries, i), *val = NULL;
+		struct cli_mig_record r;
+
+		if (json_object_is_type(ent, json_type_array))
+			val = json_object_array_get_idx(ent, 1);
+		else
+			json_object_object_get_ex(ent, "value", &val);
+		if (!val || !cli_mig_record_parse(json_object_get_string(val), &r, NULL) ||
+		    strcmp(r.source, x->node) || cli_mig_worker_alive(r.pid))
+			continue;
+		if (!cli_migrate_recover(x, r.vmid, &e)) {
+			log_warn("guest %" PRIu32 ": recovery after a crashed migration: %s", r.vmid,
+				 e->msg);
+			err_free(TAKE_PTR(e));
+		}
+	}
 }

@@ -1,10 +1,12 @@
 /*
  * vmmd.c - the node daemon: keeps this node's copy of the replicated
  * config store, joins corosync when the node is in a cluster, and serves
- * the local CLIs on a unix socket, and runs the replication scheduler of
- * the guests it owns. Runs in the foreground (systemd Type=notify:
+ * the local CLIs on a unix socket, recovers after migration workers that
+ * died on this node, and runs the replication scheduler of the guests it
+ * owns. Runs in the foreground (systemd Type=notify:
  * READY=1 once it serves its socket; scripts/vmmd.service).
  */
+#include "migrate.h"
 #include "repl.h"
 #include "../cluster/clu.h"
 #include "../common/log.h"
@@ -30,27 +32,33 @@ static const struct cli_opt opts[] = {
 #define SCHED_TICK_S 5
 #define SCHED_WORKERS 2 /* replication runs at once on this node */
 
-/* The replication scheduler (cli/repl_sched.c), in a thread: every few
- * seconds a look at the jobs of the guests this node owns. */
-static void *sched_main(void *arg)
-{
-	struct cli_repl_sched *s = cli_repl_sched_new(SCHED_WORKERS);
+#define SWEEP_TICK_S 1
 
-	(void)arg;
-	if (!s)
-		return NULL;
+/* A thread for the node's own chores, talking to this daemon like any
+ * client: every second, recovery after migration workers that died on this
+ * node (cli/migrate_recover.c: a guest left paused must not wait for the
+ * next vmmigrate); every 5 s, unless --no-replication, the replication
+ * scheduler's look at the jobs of the guests this node owns
+ * (cli/repl_sched.c). */
+static void *chores_main(void *arg)
+{
+	struct cli_repl_sched *s = arg ? cli_repl_sched_new(SCHED_WORKERS) : NULL;
+	unsigned ticks = 0;
+
 	sleep(2); /* the daemon's socket first */
-	for (;;) {
+	for (;; ticks++) {
 		struct cli_ctl x = { .lock_fd = -1 };
 		struct err *e = NULL;
 
 		if (cli_ctl_open(&x, &e)) {
-			cli_repl_sched_tick(s, &x, false);
+			cli_migrate_sweep(&x);
+			if (s && ticks % (SCHED_TICK_S / SWEEP_TICK_S) == 0)
+				cli_repl_sched_tick(s, &x, false);
 			cli_ctl_close(&x);
 		} else {
 			err_free(e);
 		}
-		sleep(SCHED_TICK_S);
+		sleep(SWEEP_TICK_S);
 	}
 	return NULL;
 }
@@ -76,13 +84,15 @@ static int exec_run(const struct cli_args *a)
 	/* The replication scheduler talks to this daemon like any client. */
 	setenv("VMM_SOCKET", o.socket, 1);
 	setenv("VMM_DATA_DIR", o.data_dir, 1);
-	if (!cli_has(a, "no-replication")) {
+	{
 		pthread_t th;
+		/* any non-NULL argument: run the replication scheduler too */
+		void *repl = cli_has(a, "no-replication") ? NULL : (void *)1;
 
-		if (pthread_create(&th, NULL, sched_main, NULL) == 0)
+		if (pthread_create(&th, NULL, chores_main, repl) == 0)
 			pthread_detach(th);
 		else
-			log_warn("cannot start the replication scheduler");
+			log_warn("cannot start the chores thread (migration recovery, replication)");
 	}
 	if (!clu_daemon_run(&o, &e))
 		return cli_report(a, e);

@@ -101,6 +101,25 @@ struct job {
 
 /* The one place the phase changes. A failed persist is fatal only before
  * the owner moved (then rollback keeps the old state true). */
+/* Test knob of the fault matrix (tests/faults): VMM_TEST_PHASE_DELAY=
+ * PHASE:MS makes the worker linger MS ms once it has recorded PHASE, so a
+ * fault can land in a phase that is otherwise over in milliseconds (the
+ * switchover: source and target both paused). Unset in production. */
+static void test_phase_delay(enum mig_phase ph)
+{
+	const char *v = getenv("VMM_TEST_PHASE_DELAY"), *colon;
+	size_t n;
+
+	if (!v || !(colon = strchr(v, ':')))
+		return;
+	n = strlen(mig_phase_name(ph));
+	if ((size_t)(colon - v) == n && !strncmp(v, mig_phase_name(ph), n)) {
+		log_warn("VMM_TEST_PHASE_DELAY: lingering %s ms in phase %s", colon + 1,
+			 mig_phase_name(ph));
+		usleep((useconds_t)strtoul(colon + 1, NULL, 10) * 1000);
+	}
+}
+
 static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
 {
 	log_info("migration of guest %" PRIu32 " to %s: %s -> %s", jb->j->vmid, jb->j->target,
@@ -110,6 +129,7 @@ static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
 		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
 	if (jb->j->hooks.persist && !jb->j->hooks.persist(ph, jb->j->hooks.opaque, errp))
 		return ph >= MIG_PHASE_SWITCHOVER && jb->owner_moved;
+	test_phase_delay(ph);
 	return true;
 }
 
