@@ -3,6 +3,7 @@
 #include "../common/log.h"
 #include "../common/util.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,11 +75,51 @@ static void list_cmds(FILE *f, const char *prog, const char *summary,
 	fprintf(f, "Run '%s COMMAND --help' for a command's options.\n", prog);
 }
 
+#define QUOTED_MAX 128 /* bytes of a quoted value an error line shows */
+
+/* Prints "PROG: MSG" as one line whatever a user typed into it: control
+ * characters become \xNN, and a quoted value longer than QUOTED_MAX is cut
+ * ('aaaa...'), so a 5000-byte argument still gets a readable line. */
+static void put_error(const char *prog, const char *msg)
+{
+	const char *open = NULL;
+
+	fprintf(stderr, "%s: ", prog);
+	for (const char *p = msg; *p; p++) {
+		/* A quote after a letter is an apostrophe ("target's"), not
+		 * the start of a value. */
+		if (*p == '\'' && !open && (p == msg || !isalnum((unsigned char)p[-1]))) {
+			open = p;
+		} else if (*p == '\'' && open) {
+			open = NULL;
+		} else if (open && p - open > QUOTED_MAX) {
+			const char *close = p;
+
+			/* the value's closing quote: one not followed by a letter */
+			while ((close = strchr(close, '\'')) && isalnum((unsigned char)close[1]))
+				close++;
+			if (close) {
+				fputs("...", stderr);
+				p = close - 1;
+				continue;
+			}
+		}
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			fprintf(stderr, "\\x%02x", (unsigned char)*p);
+		else
+			fputc(*p, stderr);
+	}
+	fputc('\n', stderr);
+}
+
 static int usage_error(const char *prog, const char *fmt, const char *a, const char *b)
 {
-	fprintf(stderr, "%s: ", prog);
-	fprintf(stderr, fmt, a, b);
-	fputc('\n', stderr);
+	char *msg = NULL;
+
+	if (asprintf(&msg, fmt, a, b) < 0)
+		msg = NULL;
+	put_error(prog, msg ? msg : "out of memory");
+	free(msg);
 	return 2;
 }
 
@@ -181,7 +222,7 @@ int cli_report(const struct cli_args *a, struct err *e)
 {
 	int rc = (e && (e->code == ERR_INVAL || e->code == ERR_NOTFOUND)) ? 2 : 1;
 
-	fprintf(stderr, "%s: %s\n", a->prog, e ? e->msg : "failed");
+	put_error(a->prog, e ? e->msg : "failed");
 	err_free(e);
 	return rc;
 }
@@ -189,12 +230,14 @@ int cli_report(const struct cli_args *a, struct err *e)
 int cli_fail(const struct cli_args *a, const char *fmt, ...)
 {
 	va_list ap;
+	char *msg = NULL;
 
-	fprintf(stderr, "%s: ", a->prog);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
 	va_end(ap);
-	fputc('\n', stderr);
+	put_error(a->prog, msg ? msg : "out of memory");
+	free(msg);
 	return 2;
 }
 

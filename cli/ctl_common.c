@@ -229,6 +229,10 @@ bool cli_ctl_conf_set(struct clu_guest_conf *g, const char *key, const char *val
 	if (strpbrk(value, "\r\n") || !*value)
 		return err_set(errp, ERR_INVAL, "invalid %s '%s': %s", key, CLU_Q(value),
 			       *value ? "line breaks are not allowed" : "empty");
+	/* The parser would only say the line is too long, not which value. */
+	if (strlen(key) + 2 + strlen(value) > CLU_CONF_LINE_MAX)
+		return err_set(errp, ERR_INVAL, "invalid %s '%s': longer than %d bytes", key,
+			       CLU_Q(value), CLU_CONF_LINE_MAX - 2 - (int)strlen(key));
 	/* One line through the config parser: its checks, its messages. */
 	if (asprintf(&text, "%s: %s\n", key, value) < 0)
 		return err_set(errp, ERR_IO, "out of memory");

@@ -16,7 +16,7 @@
  *                               -> the guest's QEMU, paused, -incoming
  *                                  defer, and a filtered listener -> port
  *   listen {tune}               -> getfd + migrate-incoming tcp:fd:...
- *   wait-loaded, resume, quit   -> the mig_target ops
+ *   wait-loaded, check, resume, quit   -> the mig_target ops
  *   recv-volume {storage,volume,size,bind,peer} -> port; then
  *   volume-wait                 -> receives one volume stream
  *   keep-volumes                -> the received volumes belong to the guest
@@ -330,6 +330,16 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 	}
 	if (txt)
 		unlink(marker);
+	/* A target QEMU killed outright leaves its sockets and pid file. */
+	if (!cli_ctl_running(ag->vmid, NULL)) {
+		static const char *const stale[] = { "qmp.sock", "cmd.sock", "qemu.pid" };
+		char path[700];
+
+		for (size_t i = 0; i < ARRAY_SIZE(stale); i++) {
+			snprintf(path, sizeof(path), "%s/%s", ag->run_dir, stale[i]);
+			unlink(path);
+		}
+	}
 	rep = mig_chan_ok();
 	json_object_object_add(rep, "action", json_object_new_string(action));
 	json_object_object_add(rep, "running", json_object_new_boolean(cli_ctl_running(ag->vmid,
@@ -709,6 +719,11 @@ static struct json_object *dispatch(struct agent *ag, const char *cmd, struct js
 		return do_wait_loaded(ag, req, errp);
 	if (!strcmp(cmd, "resume"))
 		return do_resume(ag, errp);
+	if (!strcmp(cmd, "check")) {
+		if (!ag->q)
+			return err_set(errp, ERR_STATE, "no target QEMU"), NULL;
+		return mig_target_local_check(ag->q->qmp, errp) ? mig_chan_ok() : NULL;
+	}
 	if (!strcmp(cmd, "quit"))
 		return do_quit(ag, errp);
 	if (!strcmp(cmd, "recv-volume"))

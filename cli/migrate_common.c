@@ -287,13 +287,15 @@ const char *cli_mig_remote_cmd(char *buf, size_t len)
 		snprintf(buf, len, "%s", r);
 		return buf;
 	}
-	/* The cluster's nodes run the same build at the same path. */
+	/* The cluster's nodes run the same build at the same path; the
+	 * caller may be vmmd (its recovery), so: our directory's vmmigrate. */
 	n = readlink("/proc/self/exe", buf, len - 1);
-	if (n <= 0) {
+	if (n <= 0 || !memchr(buf, '/', (size_t)n)) {
 		snprintf(buf, len, "vmmigrate");
 		return buf;
 	}
 	buf[n] = '\0';
+	snprintf(strrchr(buf, '/') + 1, len - (size_t)(strrchr(buf, '/') + 1 - buf), "vmmigrate");
 	return buf;
 }
 

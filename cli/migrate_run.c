@@ -683,6 +683,37 @@ static bool hook_repl_final(void *opaque, struct err **errp)
 	return cli_repl_mig_sync(r->rm, true, errp);
 }
 
+static int fail(struct run *r, struct err *e);
+
+/* After the switchover the target did not resume (its QEMU died, its
+ * agent was cut off): recover as after a crashed worker, then say where
+ * the guest runs. */
+static int target_lost(struct run *r, uint32_t vmid, const char *target, struct err *e)
+{
+	_cleanup_free_ struct clu_guest_rec *g = calloc(1, sizeof(*g));
+	struct err *e2 = NULL;
+
+	log_warn("guest %" PRIu32 ": %s did not resume it (%s): recovering", vmid, target,
+		 e ? e->msg : "?");
+	if (!cli_migrate_recover(&r->x, vmid, &e2)) {
+		err_prefix(e2, "migration of guest %" PRIu32 " to %s failed at the switchover (%s); "
+			   "recovery", vmid, target, e ? e->msg : "?");
+		err_free(e);
+		return fail(r, e2);
+	}
+	if (g && clu_guest_read(r->x.c, vmid, g, NULL) && !strcmp(g->node, target)) {
+		log_warn("guest %" PRIu32 " runs on %s after all (its agent resumed it)", vmid,
+			 target);
+		err_free(e);
+		log_task_close(NULL);
+		run_free(r);
+		return 0;
+	}
+	err_prefix(e, "migration of guest %" PRIu32 " to %s failed at the switchover, guest "
+		   "runs on the source again", vmid, target);
+	return fail(r, e);
+}
+
 static int fail(struct run *r, struct err *e)
 {
 	int rc;
@@ -873,6 +904,12 @@ static int exec_migrate(const struct cli_args *a)
 		if (fin.warning[0])
 			log_warn("%s", fin.warning);
 		summary(&r, &j, &fin);
+	} else if (fin.target_lost) {
+		/* The owner moved but the target did not resume: never stop our
+		 * paused copy on a guess. The crash recovery asks the target what
+		 * it runs and keeps whichever side holds the guest. */
+		mig_qemu_release(TAKE_PTR(src));
+		return target_lost(&r, vmid, j.target, e);
 	} else if (fin.failed_in != MIG_PHASE_CHECK) {
 		/* A refusal by the target's checks speaks for itself. */
 		err_prefix(e, "migration of guest %" PRIu32 " to %s aborted%s", vmid, j.target,

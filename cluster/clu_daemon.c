@@ -14,12 +14,14 @@
 #include "../common/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -573,6 +575,37 @@ static void expire_pending(struct clu_daemon *d)
 	}
 }
 
+/* Two vmmds on one data directory would each apply every write to the
+ * same store and answer on the same socket: the second refuses to start,
+ * naming the first. The flock goes with the process, however it ends. */
+static int single_instance(const char *dir, struct err **errp)
+{
+	_cleanup_free_ char *path = NULL, *other = NULL;
+	_cleanup_close_ int fd = -1;
+	char pid[32];
+	int n;
+
+	if (asprintf(&path, "%s/vmmd.lock", dir) < 0) {
+		err_set(errp, ERR_IO, "out of memory");
+		return -1;
+	}
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		err_set_errno(errp, errno, "cannot open '%s'", path);
+		return -1;
+	}
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		other = util_read_file(path, 64, NULL);
+		err_set(errp, ERR_STATE, "another vmmd (pid %s) runs with data directory '%s'",
+			other && *other ? strtok(other, "\n") : "?", dir);
+		return -1;
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+		log_warn("cannot write our pid into '%s': %m", path);
+	return TAKE_FD(fd);
+}
+
 bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 {
 	struct clu_daemon *d = calloc(1, sizeof(*d));
@@ -587,11 +620,13 @@ bool clu_daemon_run(const struct clu_daemon_opts *o, struct err **errp)
 	 * config: nothing vmmd creates is for other users, from the first byte
 	 * (chmod after bind would leave a window). */
 	umask(0077);
-	d->listen_fd = d->cpg_fd = d->quorum_fd = d->vq_fd = -1;
+	d->listen_fd = d->cpg_fd = d->quorum_fd = d->vq_fd = d->lock_fd = -1;
 	snprintf(d->node, sizeof(d->node), "%s", o->node ? o->node : "");
 	if (!util_mkdir_p(o->data_dir, 0700, errp) ||
 	    asprintf(&dbpath, "%s/config.db", o->data_dir) < 0 ||
 	    asprintf(&ccpath, "%s/corosync.conf", o->data_dir) < 0)
+		goto out;
+	if ((d->lock_fd = single_instance(o->data_dir, errp)) < 0)
 		goto out;
 	d->data_dir = strdup(o->data_dir);
 	d->cc_local = strdup(ccpath);
@@ -709,6 +744,8 @@ out:
 	free(d->data_dir);
 	free(d->cc_local);
 	free(d->cc_path);
+	if (d->lock_fd >= 0)
+		close(d->lock_fd);
 	free(d);
 	return ok;
 }

@@ -80,6 +80,7 @@ struct clu_daemon {
 	char *data_dir;
 	char *cc_local;          /* DATA_DIR/corosync.conf: "in a cluster" marker */
 	char *cc_path;           /* corosync's corosync.conf */
+	int lock_fd;             /* DATA_DIR/vmmd.lock, flocked: one vmmd per directory */
 	int64_t next_mode_check;
 
 	/* corosync */

@@ -172,6 +172,9 @@ struct mig_target_ops {
 	bool (*wait_loaded)(void *impl, int timeout_ms, struct err **errp);
 	/* Runs the guest on the target (`cont` unless already running). */
 	bool (*resume)(void *impl, struct err **errp);
+	/* The target QEMU still answers (asked at the switchover, before the
+	 * owner moves: a target that died meanwhile means a rollback). */
+	bool (*check)(void *impl, struct err **errp);
 	/* Stops the target QEMU; true once it is gone. */
 	bool (*quit)(void *impl);
 	/* Switch to postcopy was made: the target must run now (may be NULL). */
@@ -195,6 +198,7 @@ bool mig_target_local_listen(struct tp_qmp *q, const struct mig_tune *t, const c
 			     struct err **errp);
 bool mig_target_local_wait_loaded(struct tp_qmp *q, int timeout_ms, struct err **errp);
 bool mig_target_local_resume(struct tp_qmp *q, struct err **errp);
+bool mig_target_local_check(struct tp_qmp *q, struct err **errp);
 bool mig_target_local_quit(struct tp_qmp *q);
 
 struct mig_raw_opts {
@@ -435,6 +439,10 @@ struct mig_job_progress {
 	struct mig_disk_progress disk[MIG_MAX_DISKS];
 	int64_t elapsed_ms;
 	char warning[256];             /* done, but a cleanup step failed */
+	bool target_lost;              /* failed after the owner moved: the target
+	                                * did not resume; the paused source is the
+	                                * guest's only sure copy (the caller
+	                                * recovers, see cli_migrate_recover) */
 	enum mig_phase failed_in;      /* on failure: the phase it failed in (CHECK: a
 					* refusal, nothing was changed or rolled back) */
 };

@@ -277,10 +277,19 @@ static bool remote_quit(void *impl)
 	return true;
 }
 
+static bool remote_check(void *impl, struct err **errp)
+{
+	struct json_object *rep = mig_chan_call(impl, mig_chan_req("check"), 10000, errp);
+
+	json_object_put(rep);
+	return rep != NULL;
+}
+
 static const struct mig_target_ops remote_ops = {
 	.listen = remote_listen,
 	.wait_loaded = remote_wait,
 	.resume = remote_resume,
+	.check = remote_check,
 	.quit = remote_quit,
 	.postcopy_run = remote_resume,
 };

@@ -102,20 +102,19 @@ struct job {
 /* The one place the phase changes. A failed persist is fatal only before
  * the owner moved (then rollback keeps the old state true). */
 /* Test knob of the fault matrix (tests/faults): VMM_TEST_PHASE_DELAY=
- * PHASE:MS makes the worker linger MS ms once it has recorded PHASE, so a
- * fault can land in a phase that is otherwise over in milliseconds (the
- * switchover: source and target both paused). Unset in production. */
-static void test_phase_delay(enum mig_phase ph)
+ * NAME:MS makes the worker linger MS ms at the point NAME (a phase once it
+ * is recorded, or "owner-moved": the store names the target, which is not
+ * resumed yet), so a fault can land where the migration otherwise spends
+ * milliseconds (source and target both paused). Unset in production. */
+static void test_delay(const char *name)
 {
 	const char *v = getenv("VMM_TEST_PHASE_DELAY"), *colon;
-	size_t n;
+	size_t n = strlen(name);
 
 	if (!v || !(colon = strchr(v, ':')))
 		return;
-	n = strlen(mig_phase_name(ph));
-	if ((size_t)(colon - v) == n && !strncmp(v, mig_phase_name(ph), n)) {
-		log_warn("VMM_TEST_PHASE_DELAY: lingering %s ms in phase %s", colon + 1,
-			 mig_phase_name(ph));
+	if ((size_t)(colon - v) == n && !strncmp(v, name, n)) {
+		log_warn("VMM_TEST_PHASE_DELAY: lingering %s ms at %s", colon + 1, name);
 		usleep((useconds_t)strtoul(colon + 1, NULL, 10) * 1000);
 	}
 }
@@ -129,7 +128,7 @@ static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
 		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
 	if (jb->j->hooks.persist && !jb->j->hooks.persist(ph, jb->j->hooks.opaque, errp))
 		return ph >= MIG_PHASE_SWITCHOVER && jb->owner_moved;
-	test_phase_delay(ph);
+	test_delay(mig_phase_name(ph));
 	return true;
 }
 
@@ -569,12 +568,20 @@ static bool online(struct job *jb, struct err **errp)
 	stop_forwarders(jb);
 	if (!set_phase(jb, MIG_PHASE_SWITCHOVER, errp))
 		goto undo;
+	/* Both paused: the owner moves only to a target that still answers
+	 * (one that died since it loaded the state means a rollback). */
+	if (!jb->owner_moved && t.ops->check && !t.ops->check(t.impl, errp))
+		goto undo;
 	if (!jb->owner_moved && !move_owner(jb, errp))
 		goto undo;
+	test_delay("owner-moved");
 	/* The owner is the target now: from here on the target must run. */
 	if (!t.ops->resume(t.impl, errp)) {
 		log_error("guest %" PRIu32 " belongs to %s but did not resume there: %s", j->vmid,
 			  j->target, errp && *errp ? (*errp)->msg : "?");
+		/* Not a success: the source keeps its paused copy for the
+		 * caller's recovery, which asks the target what it runs. */
+		jb->p.target_lost = true;
 		return false;
 	}
 	return true;
@@ -804,7 +811,9 @@ out:
 	close_sessions(&jb);
 	stop_forwarders(&jb);
 	jb.p.elapsed_ms = util_now_ms() - jb.start_ms;
-	if (ok || jb.owner_moved) {
+	if (!ok && jb.p.target_lost) {
+		jb.p.phase = MIG_PHASE_FAILED;
+	} else if (ok || jb.owner_moved) {
 		/* The guest is the target's: what is left here is cleanup, and
 		 * its failures are warnings, not a failed migration. */
 		jb.p.phase = MIG_PHASE_DONE;

@@ -182,6 +182,15 @@ bool mig_target_local_resume(struct tp_qmp *q, struct err **errp)
 	return tp_qmp_run(q, "cont", NULL, 5000, errp);
 }
 
+bool mig_target_local_check(struct tp_qmp *q, struct err **errp)
+{
+	_cleanup_json_ struct json_object *st = tp_qmp_call(q, "query-status", NULL, 5000, errp);
+
+	if (!st)
+		err_prefix(errp ? *errp : NULL, "target QEMU");
+	return st != NULL;
+}
+
 bool mig_target_local_quit(struct tp_qmp *q)
 {
 	struct err *e = NULL;
@@ -220,6 +229,11 @@ static bool local_resume(void *impl, struct err **errp)
 	return mig_target_local_resume(((struct mig_target_local *)impl)->qmp, errp);
 }
 
+static bool local_check(void *impl, struct err **errp)
+{
+	return mig_target_local_check(((struct mig_target_local *)impl)->qmp, errp);
+}
+
 static bool local_quit(void *impl)
 {
 	return mig_target_local_quit(((struct mig_target_local *)impl)->qmp);
@@ -229,6 +243,7 @@ static const struct mig_target_ops local_ops = {
 	.listen = local_listen,
 	.wait_loaded = local_wait,
 	.resume = local_resume,
+	.check = local_check,
 	.quit = local_quit,
 	.postcopy_run = local_resume,
 };

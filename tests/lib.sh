@@ -141,7 +141,9 @@ node_vmmd_start() {
   local n=$1 d=$TB_STATE/$1/vmm
   mkdir -p "$d" "$TB_STATE/$n/run"
   [ -f "$d/corosync.conf" ] || cp "$TB_STATE/$n/etc/corosync/corosync.conf" "$d/corosync.conf"
-  on "$n" "$VMMD" run --node "$n" --data-dir "$d" --socket "$d/vmmd.sock" \
+  # on_exec: the pid recorded is vmmd's own, not a shell's (a kill -9 of
+  # a shell would leave vmmd running beside its restarted self).
+  on_exec "$n" "$VMMD" run --node "$n" --data-dir "$d" --socket "$d/vmmd.sock" \
     --corosync-conf "$TB_STATE/$n/etc/corosync/corosync.conf" >>"$d/vmmd.log" 2>&1 &
   echo $! >"$d/vmmd.pid"
 }

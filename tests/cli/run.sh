@@ -116,6 +116,10 @@ expect 1 "cannot reach vmmd at '$tmp/vmmd.sock'" "$C" list
 vmmd_pid=$!
 trap 'kill "$vmmd_pid" 2>/dev/null; wait "$vmmd_pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 for _ in $(seq 50); do [ -S "$tmp/vmmd.sock" ] && break; sleep 0.1; done
+# A second vmmd on the same data directory refuses to start, naming the first.
+expect 1 "another vmmd (pid $vmmd_pid) runs with data directory '$tmp/data'" \
+  "$B/vmmd" run --standalone --node uno --data-dir "$tmp/data" --socket "$tmp/vmmd2.sock"
+[ ! -e "$tmp/vmmd2.sock" ] || { echo "cli: FAIL: the refused vmmd made its socket"; fail=$((fail + 1)); }
 # Config keys are checked by vmmd before any node sees them: one line
 # naming file, line and value; the store does not change.
 ver_before=$("$S" status | grep -oE '"version":[0-9]+')
@@ -217,6 +221,29 @@ expect 2 "no replication job 106-3" "$R" delete 106-3
 expect 2 "no replication job 106-3" "$R" schedule-now 106-3
 expect 2 "invalid output format 'xml'" "$R" list --output xml
 [ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: bad vmrepl input changed the store"; fail=$((fail + 1)); }
+# Hostile input: huge values, control characters and shell syntax still
+# give one short line naming the value (cut after 128 bytes), exit 2, and
+# change nothing.
+long=$(head -c 5000 /dev/zero | tr '\0' a)
+cut128="'$(head -c 128 /dev/zero | tr '\0' a)...'"
+expect 2 "invalid name 'aaaa"  "$C" create 107 --memory 512 --name "$long"
+expect 2 "invalid name 'a\x0ab'" "$C" create 107 --memory 512 --name $'a\nb'
+expect 2 "invalid output format $cut128" "$C" list --output "$long"
+expect 2 "invalid VMID 'aaaa" "$C" config "$long"
+expect 2 "invalid target node name $cut128" "$M" 106 "$long"
+expect 2 "invalid node name $cut128" "$M" drain "$long"
+expect 2 "invalid CIDR 'aaaa" "$M" 106 due --migration_network "$long"
+expect 2 "invalid bwlimit (KiB/s) '99999999999999999999'" "$M" 106 due --bwlimit 99999999999999999999
+expect 2 "invalid bwlimit (KiB/s) '-5'" "$M" 106 due --bwlimit -5
+expect 2 "invalid target node name '\$(touch $tmp/pwned)'" "$M" 106 "\$(touch $tmp/pwned)"
+expect 2 "invalid schedule 'x" "$R" create 106-0 due --schedule "x$long"
+expect 2 "invalid comment: longer than 255 bytes" "$R" create 106-0 due --comment "$long"
+expect 2 "invalid key 'aaaa" "$S" get "$long"
+"$C" create 107 --memory 512 --name "$long" 2>"$tmp/err"
+if [ "$(wc -c <"$tmp/err")" -lt 400 ]; then pass=$((pass + 1)); else
+  echo "cli: FAIL: a 5000-byte name gave a $(wc -c <"$tmp/err")-byte error line"; fail=$((fail + 1)); fi
+[ ! -e "$tmp/pwned" ] || { echo "cli: FAIL: shell syntax in an argument ran"; fail=$((fail + 1)); }
+[ "$("$B/vmstore" list)" = "$before" ] || { echo "cli: FAIL: hostile input changed the store"; fail=$((fail + 1)); }
 kill "$vmmd_pid"; wait "$vmmd_pid" 2>/dev/null
 
 echo "cli: $pass passed, $fail failed"

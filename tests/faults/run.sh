@@ -35,8 +35,16 @@ rundir() { echo "$TB_STATE/$1/run/$2"; }
 localdir() { echo "$TB_STATE/$1/vmm/images/$2"; }
 
 MODES_FULL="shared-insecure shared-secure local-insecure local-secure"
-FAULTS="worker dst-qemu src-qemu ssh src-vmmd dst-vmmd src-corosync dst-corosync link netem full quorum"
-PHASES="start transfer switchover"
+# Each fault with the phases where it means something: the start (before
+# the target QEMU is up), the transfer (RAM, and the disks' copy), the
+# switchover (both QEMUs paused, the owner about to move), moved (the store
+# names the target, which is not resumed yet). A flaky link
+# and a full disk are states, not instants: transfer only.
+FAULT_PHASES="worker:start,transfer,switchover,moved dst-qemu:start,transfer,switchover,moved
+src-qemu:start,transfer,switchover,moved ssh:start,transfer,switchover,moved
+src-vmmd:start,transfer,switchover dst-vmmd:start,transfer,switchover
+src-corosync:transfer,switchover dst-corosync:transfer,switchover
+link:transfer,switchover netem:transfer full:transfer quorum:transfer,switchover"
 # The quick set: faults that no scenario of tests/integration covers, one
 # phase each, chosen to keep `make check` short.
 QUICK="shared-secure/src-vmmd/transfer shared-insecure/dst-corosync/transfer
@@ -186,7 +194,7 @@ check() {
   for n in uno due tre; do
     [ "$n" = "$own" ] && continue
     ls "$(rundir "$n" "$vmid")"/*.sock >/dev/null 2>&1 &&
-      { echo "FAIL sockets left on $n: $(ls "$(rundir "$n" "$vmid")")"; return 1; }
+      { echo "FAIL sockets left on $n: $(ls "$(rundir "$n" "$vmid")" | tr "\n" " ")"; return 1; }
     if [ "$vmid" = 171 ] && ls "$(localdir "$n" "$vmid")"/*.raw >/dev/null 2>&1; then
       echo "FAIL volume left on $n: $(ls "$(localdir "$n" "$vmid")")"; return 1
     fi
@@ -233,6 +241,7 @@ cell() {
   case $ph in
     start) delay=start-target:1500 ;;
     switchover) delay=switchover:3000 ;;
+    moved) delay=owner-moved:3000 ;;
     *) delay= ;;
   esac
   VMM_TEST_PHASE_DELAY=$delay mig "$src" "$vmid" "$dst" --online "${args[@]}" \
@@ -243,6 +252,12 @@ cell() {
     p=$(phase_of "$src" "$vmid")
     case $ph/$p in
       start/start-target|transfer/transfer|switchover/switchover) hit=yes; break ;;
+      moved/switchover) # the owner moves right after the check
+        for ((i = 0; i < 100; i++)); do
+          [ "$(owner "$vmid")" = "$dst" ] && { hit=yes; break; }
+          sleep 0.05
+        done
+        break ;;
     esac
     alive "$mpid" || break
     sleep 0.01
@@ -270,7 +285,11 @@ cell() {
   res="$res (exit $rc)"
   [ $hit = yes ] || res="$res (phase not seen: fault skipped)"
   printf '%-16s %-13s %-11s %4ss %4ss  %s\n' "$mode" "$f" "$ph" "$tm" "$(( $(date +%s) - t0 ))" "$res" | tee -a "$TABLE"
-  case $res in FAIL*) sed 's/^/      | /' "$out" | tail -6; return 1 ;; esac
+  case $res in FAIL*)
+    sed 's/^/      | /' "$out" | tail -6
+    for n in uno due tre; do cp "$TB_STATE/$n/vmm/vmmd.log" "$RUN/cells/$mode.$f.$ph.vmmd-$n.log" 2>/dev/null; done
+    return 1 ;;
+  esac
   return 0
 }
 
@@ -279,9 +298,11 @@ if [ "$SET" = quick ]; then
   cells=($QUICK)
 else
   for m in $MODES_FULL; do
-    for f in $FAULTS; do
+    for fp in $FAULT_PHASES; do
+      f=${fp%%:*}
       case $m/$f in shared-*/full) continue ;; esac
-      for ph in $PHASES; do cells+=("$m/$f/$ph"); done
+      IFS=, read -ra phs <<<"${fp#*:}"
+      for ph in "${phs[@]}"; do cells+=("$m/$f/$ph"); done
     done
   done
 fi
