@@ -57,6 +57,11 @@ bool cli_mig_record_create(struct clu_client *c, const struct cli_mig_record *r,
 bool cli_mig_record_phase(struct clu_client *c, uint32_t vmid, const char *phase,
 			  bool *cancel, struct err **errp);
 bool cli_mig_record_delete(struct clu_client *c, uint32_t vmid, struct err **errp);
+/* Visits every migration record in the store (ones that do not parse are
+ * skipped) until fn returns false; text is the record as stored. */
+bool cli_mig_record_list(struct clu_client *c,
+			 bool (*fn)(const struct cli_mig_record *r, const char *text, void *opaque),
+			 void *opaque, struct err **errp);
 /* Whether pid is a live vmmigrate process on this node. */
 bool cli_mig_worker_alive(pid_t pid);
 

@@ -278,6 +278,34 @@ unsigned cli_mig_ssh_port(void)
 	return p && util_parse_u64(p, 1, 65535, "port", &v, NULL) ? (unsigned)v : 22;
 }
 
+bool cli_mig_record_list(struct clu_client *c,
+			 bool (*fn)(const struct cli_mig_record *r, const char *text, void *opaque),
+			 void *opaque, struct err **errp)
+{
+	struct json_object *req = json_object_new_object(), *entries = NULL;
+	_cleanup_json_ struct json_object *rep = NULL;
+
+	json_object_object_add(req, "cmd", json_object_new_string("list"));
+	json_object_object_add(req, "prefix", json_object_new_string("migrations/"));
+	rep = clu_client_call(c, req, 10000, errp);
+	if (!rep)
+		return false;
+	json_object_object_get_ex(rep, "entries", &entries);
+	for (size_t i = 0; entries && i < json_object_array_length(entries); i++) {
+		struct json_object *ent = json_object_array_get_idx(entries, i), *val = NULL;
+		struct cli_mig_record r;
+
+		if (json_object_is_type(ent, json_type_array))
+			val = json_object_array_get_idx(ent, 1);
+		else
+			json_object_object_get_ex(ent, "value", &val);
+		if (val && cli_mig_record_parse(json_object_get_string(val), &r, NULL) &&
+		    !fn(&r, json_object_get_string(val), opaque))
+			break;
+	}
+	return true;
+}
+
 const char *cli_mig_remote_cmd(char *buf, size_t len)
 {
 	const char *r = getenv("VMM_REMOTE_VMMIGRATE");

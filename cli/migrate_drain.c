@@ -430,6 +430,24 @@ static int forward(struct plan *p, int argc_skip)
 	return rc < 0 ? 1 : rc;
 }
 
+struct inflight {
+	const char *node;
+	uint32_t vmid; /* found: 0 none */
+	pid_t pid;
+};
+
+static bool find_inflight(const struct cli_mig_record *r, const char *text, void *opaque)
+{
+	struct inflight *f = opaque;
+
+	(void)text;
+	if (strcmp(r->source, f->node) || !cli_mig_worker_alive(r->pid))
+		return true;
+	f->vmid = r->vmid;
+	f->pid = r->pid;
+	return false;
+}
+
 /* Migrations of this node's guests still running (a drain that died left
  * its workers going): wait until they are over. */
 static bool wait_inflight(struct plan *p, struct err **errp)
@@ -438,31 +456,14 @@ static bool wait_inflight(struct plan *p, struct err **errp)
 	bool told = false;
 
 	for (;;) {
-		struct json_object *req = json_object_new_object(), *entries = NULL;
-		_cleanup_json_ struct json_object *rep = NULL;
-		uint32_t busy = 0;
-		pid_t pid = 0;
+		struct inflight f = { .node = p->node };
+		uint32_t busy;
+		pid_t pid;
 
-		json_object_object_add(req, "cmd", json_object_new_string("list"));
-		json_object_object_add(req, "prefix", json_object_new_string("migrations/"));
-		rep = clu_client_call(p->x.c, req, 10000, errp);
-		if (!rep)
+		if (!cli_mig_record_list(p->x.c, find_inflight, &f, errp))
 			return false;
-		json_object_object_get_ex(rep, "entries", &entries);
-		for (size_t i = 0; entries && i < json_object_array_length(entries) && !busy; i++) {
-			struct json_object *ent = json_object_array_get_idx(entries, i), *val = NULL;
-			struct cli_mig_record r;
-
-			if (json_object_is_type(ent, json_type_array))
-				val = json_object_array_get_idx(ent, 1);
-			else
-				json_object_object_get_ex(ent, "value", &val);
-			if (val && cli_mig_record_parse(json_object_get_string(val), &r, NULL) &&
-			    !strcmp(r.source, p->node) && cli_mig_worker_alive(r.pid)) {
-				busy = r.vmid;
-				pid = r.pid;
-			}
-		}
+		busy = f.vmid;
+		pid = f.pid;
 		if (!busy)
 			return true;
 		if (util_now_ms() >= deadline)

@@ -216,35 +216,26 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 
 /* ---- vmmd's sweep ---------------------------------------------------------- */
 
-void cli_migrate_sweep(struct cli_ctl *x)
+static bool sweep_one(const struct cli_mig_record *r, const char *text, void *opaque)
 {
-	_cleanup_json_ struct json_object *req = json_object_new_object(), *rep = NULL;
-	struct json_object *entries = NULL;
+	struct cli_ctl *x = opaque;
 	struct err *e = NULL;
 
-	json_object_object_add(req, "cmd", json_object_new_string("list"));
-	json_object_object_add(req, "prefix", json_object_new_string("migrations/"));
-	rep = clu_client_call(x->c, json_object_get(req), 10000, &e);
-	if (!rep) {
+	(void)text;
+	if (strcmp(r->source, x->node) || cli_mig_worker_alive(r->pid))
+		return true;
+	if (!cli_migrate_recover(x, r->vmid, &e)) {
+		log_warn("guest %" PRIu32 ": recovery after a crashed migration: %s", r->vmid,
+			 e->msg);
 		err_free(e);
-		return;
 	}
-	json_object_object_get_ex(rep, "entries", &entries);
-	for (size_t i = 0; entries && i < json_object_array_length(entries); i++) {
-		struct json_object *ent = json_object_array_get_idx(entries, i), *val = NULL;
-		struct cli_mig_record r;
+	return true;
+}
 
-		if (json_object_is_type(ent, json_type_array))
-			val = json_object_array_get_idx(ent, 1);
-		else
-			json_object_object_get_ex(ent, "value", &val);
-		if (!val || !cli_mig_record_parse(json_object_get_string(val), &r, NULL) ||
-		    strcmp(r.source, x->node) || cli_mig_worker_alive(r.pid))
-			continue;
-		if (!cli_migrate_recover(x, r.vmid, &e)) {
-			log_warn("guest %" PRIu32 ": recovery after a crashed migration: %s", r.vmid,
-				 e->msg);
-			err_free(TAKE_PTR(e));
-		}
-	}
+void cli_migrate_sweep(struct cli_ctl *x)
+{
+	struct err *e = NULL;
+
+	if (!cli_mig_record_list(x->c, sweep_one, x, &e))
+		err_free(e);
 }

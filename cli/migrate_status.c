@@ -38,56 +38,53 @@ static int64_t wall_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+struct status_look {
+	struct cli_ctl *x;
+	uint32_t only;
+	struct json_object *out;
+};
+
+static bool status_one(const struct cli_mig_record *r, const char *text, void *opaque)
+{
+	struct status_look *s = opaque;
+	struct json_object *o;
+	const char *state;
+
+	if (s->only && r->vmid != s->only)
+		return true;
+	/* Only the source node can tell whether its worker lives. */
+	state = strcmp(r->source, s->x->node) ? "running?" :
+		cli_mig_worker_alive(r->pid) ? "running" : "crashed";
+	if (r->cancel && strcmp(state, "crashed"))
+		state = "cancelling";
+	o = json_tokener_parse(text);
+	if (!o)
+		return true;
+	json_object_object_add(o, "state", json_object_new_string(state));
+	json_object_object_add(o, "elapsed_ms", json_object_new_int64(wall_ms() - r->started_ms));
+	json_object_array_add(s->out, o);
+	return true;
+}
+
 static int exec_status(const struct cli_args *a)
 {
 	struct cli_ctl x = { .lock_fd = -1 };
-	struct json_object *req = json_object_new_object(), *entries = NULL;
-	_cleanup_json_ struct json_object *rep = NULL, *out = json_object_new_array();
+	_cleanup_json_ struct json_object *out = json_object_new_array();
+	struct status_look s;
 	struct err *e = NULL;
 	uint32_t only = 0;
 	bool json;
 
-	if (!cli_ctl_output(a, &json, &e) || (a->npos && !cli_ctl_vmid(a->pos[0], &only, &e))) {
-		json_object_put(req);
+	if (!cli_ctl_output(a, &json, &e) || (a->npos && !cli_ctl_vmid(a->pos[0], &only, &e)))
 		return cli_report(a, e);
-	}
-	if (!cli_ctl_open(&x, &e)) {
-		json_object_put(req);
+	if (!cli_ctl_open(&x, &e))
 		return cli_report(a, e);
-	}
-	json_object_object_add(req, "cmd", json_object_new_string("list"));
-	json_object_object_add(req, "prefix", json_object_new_string("migrations/"));
-	rep = clu_client_call(x.c, req, 10000, &e);
-	if (!rep) {
+	s.x = &x;
+	s.only = only;
+	s.out = out;
+	if (!cli_mig_record_list(x.c, status_one, &s, &e)) {
 		cli_ctl_close(&x);
 		return cli_report(a, e);
-	}
-	json_object_object_get_ex(rep, "entries", &entries);
-	for (size_t i = 0; entries && i < json_object_array_length(entries); i++) {
-		struct json_object *ent = json_object_array_get_idx(entries, i), *val = NULL, *o;
-		struct cli_mig_record r;
-		const char *state;
-
-		if (json_object_is_type(ent, json_type_array))
-			val = json_object_array_get_idx(ent, 1);
-		else
-			json_object_object_get_ex(ent, "value", &val);
-		if (!val || !cli_mig_record_parse(json_object_get_string(val), &r, NULL))
-			continue;
-		if (only && r.vmid != only)
-			continue;
-		/* Only the source node can tell whether its worker lives. */
-		state = strcmp(r.source, x.node) ? "running?" :
-			cli_mig_worker_alive(r.pid) ? "running" : "crashed";
-		if (r.cancel && strcmp(state, "crashed"))
-			state = "cancelling";
-		o = json_tokener_parse(json_object_get_string(val));
-		if (!o)
-			continue;
-		json_object_object_add(o, "state", json_object_new_string(state));
-		json_object_object_add(o, "elapsed_ms",
-				       json_object_new_int64(wall_ms() - r.started_ms));
-		json_object_array_add(out, o);
 	}
 	if (json) {
 		printf("%s\n", json_object_to_json_string_ext(out, JSON_C_TO_STRING_PLAIN));

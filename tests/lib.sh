@@ -120,6 +120,18 @@ wait_synced() {
   done
 }
 
+# stores_settled: the distinct "version/checksum" of uno's, due's and
+# tre's stores once they agree, or after 5 s (one line: they agree).
+stores_settled() {
+  local i sums
+  for ((i = 0; i < 50; i++)); do
+    sums=$(for n in uno due tre; do echo "$(st_field $n version)/$(st_field $n checksum)"; done | sort -u)
+    [ "$(wc -l <<<"$sums")" -eq 1 ] && break
+    sleep 0.1
+  done
+  echo "$sums"
+}
+
 # ---- whole nodes: vmmd and commands with the node's settings ----------------
 # The testbed's sshd gives remote commands (the migration agent) the same
 # settings (testbed env NODE), so local and remote halves agree.

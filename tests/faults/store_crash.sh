@@ -60,11 +60,7 @@ for p in "${writers[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
 writers=()
 wait_synced uno due tre
 # The last writes come round; then all stores must be the same.
-for ((i = 0; i < 50; i++)); do
-  sums=$(for n in uno due tre; do echo "$(st_field $n version)/$(st_field $n checksum)"; done | sort -u)
-  [ "$(wc -l <<<"$sums")" -eq 1 ] && break
-  sleep 0.1
-done
+sums=$(stores_settled)
 [ "$(wc -l <<<"$sums")" -eq 1 ] || die "stores differ after $ROUNDS crashes: $sums"
 acked=$(cat "$RUN"/acked.* | wc -l)
 [ "$acked" -gt 0 ] || die "no write was acknowledged"

@@ -112,11 +112,7 @@ for ((round = 1; round <= 4; round++)); do
   vmmd_start due; sleep "0.$((RANDOM % 4))"; vmmd_start tre
   wait "$w"
   wait_synced uno due tre
-  for ((i = 0; i < 50; i++)); do
-    sums=$(for n in uno due tre; do echo "$(st_field $n version)/$(st_field $n checksum)"; done | sort -u)
-    [ "$(wc -l <<<"$sums")" -eq 1 ] && break
-    sleep 0.1
-  done
+  sums=$(stores_settled)
   [ "$(wc -l <<<"$sums")" -eq 1 ] || die "round $round: stores differ after the joins: $sums"
   st tre get big/149 >/dev/null || die "round $round: tre has not got the store"
 done
