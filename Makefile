@@ -130,6 +130,7 @@ FUZZ_SECONDS ?= 30
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard */*.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
+		-fno-sanitize-recover=undefined \
 		-o $@ $< $(LIB_SRC) $(LDLIBS)
 
 fuzz: deps $(FUZZ_BIN)
