@@ -148,7 +148,12 @@ FUZZ_SECONDS ?= 30
 $(B)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard */*.h tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=gnu11 -D_GNU_SOURCE -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
-		-o $@ $< $(LIB_SRC) $(LDLIBS)
+		-fno-sanitize-recover=undefined \
+		-o $@ $< $(LIB_SRC) $(filter-out cli/vm%.c,$(filter cli/%.c,$^)) $(LDLIBS)
+
+# The command-line target runs the programs' mains (it includes cli/vm*.c
+# itself) over the parser, so it links every command but their mains.
+$(B)/fuzz/fuzz_cli_args: $(filter-out cli/vm%.c,$(wildcard cli/*.c)) $(wildcard cli/vm*.c)
 
 fuzz: deps $(FUZZ_BIN)
 	@scripts/run-fuzz.sh $(FUZZ_SECONDS) $(FUZZ_BIN)

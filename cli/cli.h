@@ -60,6 +60,11 @@ const char *const *cli_list(const struct cli_args *a, const char *name, unsigned
 /* Parses argv and runs the command; returns the exit status. */
 int cli_main(const char *prog, const char *summary, const struct cli_cmd *const *cmds,
 	     int argc, char **argv);
+/* cli_main without running the command: true with *a ready for a->cmd->exec
+ * (the caller frees a->pos); false with *status the exit status once --help,
+ * --cli-table or a usage error has been printed. Also for tests/fuzz. */
+bool cli_parse(const char *prog, const char *summary, const struct cli_cmd *const *cmds,
+	       int argc, char **argv, struct cli_args *a, int *status);
 
 /* Reports e once ("prog: message") and frees it; returns 2 for ERR_INVAL /
  * ERR_NOTFOUND (the user's input was wrong) and 1 otherwise. */

@@ -184,36 +184,54 @@ static int parse(struct cli_args *a, int argc, char **argv)
 	return 0;
 }
 
-int cli_main(const char *prog, const char *summary, const struct cli_cmd *const *cmds,
-	     int argc, char **argv)
+bool cli_parse(const char *prog, const char *summary, const struct cli_cmd *const *cmds,
+	       int argc, char **argv, struct cli_args *a, int *status)
 {
-	struct cli_args a = { .prog = prog };
-	int rc;
-
-	log_init(prog);
-	if (argc == 2 && !strcmp(argv[1], "--cli-table"))
-		return cli_table_print(stdout, prog, summary, cmds);
+	*a = (struct cli_args){ .prog = prog };
+	if (argc == 2 && !strcmp(argv[1], "--cli-table")) {
+		*status = cli_table_print(stdout, prog, summary, cmds);
+		return false;
+	}
 	if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
 	    !strcmp(argv[1], "help")) {
 		list_cmds(argc < 2 ? stderr : stdout, prog, summary, cmds);
-		return argc < 2 ? 2 : 0;
+		*status = argc < 2 ? 2 : 0;
+		return false;
 	}
 	for (int i = 0; cmds[i]; i++)
 		if (!strcmp(cmds[i]->name, argv[1]))
-			a.cmd = cmds[i];
-	if (!a.cmd)
-		return usage_error(prog, "unknown command '%s' (try '%s --help')", argv[1], prog);
+			a->cmd = cmds[i];
+	if (!a->cmd) {
+		*status = usage_error(prog, "unknown command '%s' (try '%s --help')", argv[1], prog);
+		return false;
+	}
 	for (int i = 2; i < argc; i++) {
 		if (!strcmp(argv[i], "--"))
 			break;
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-			cli_help(stdout, prog, a.cmd);
-			return 0;
+			cli_help(stdout, prog, a->cmd);
+			*status = 0;
+			return false;
 		}
 	}
-	rc = parse(&a, argc - 2, argv + 2);
-	if (!rc)
-		rc = a.cmd->exec(&a);
+	*status = parse(a, argc - 2, argv + 2);
+	if (!*status)
+		return true;
+	free(a->pos);
+	a->pos = NULL;
+	return false;
+}
+
+int cli_main(const char *prog, const char *summary, const struct cli_cmd *const *cmds,
+	     int argc, char **argv)
+{
+	struct cli_args a;
+	int rc;
+
+	log_init(prog);
+	if (!cli_parse(prog, summary, cmds, argc, argv, &a, &rc))
+		return rc;
+	rc = a.cmd->exec(&a);
 	free(a.pos);
 	return rc;
 }

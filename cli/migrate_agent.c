@@ -359,7 +359,8 @@ static bool new_disks(struct agent *ag, struct clu_guest_rec *r, struct json_obj
 {
 	size_t n = json_object_array_length(disks);
 
-	if (n > MIG_MAX_DISKS)
+	/* Volumes received earlier in the session count too (ag->vols). */
+	if (n > MIG_MAX_DISKS - ag->nvols)
 		return err_set(errp, ERR_PROTO, "too many disks");
 	for (size_t k = 0; k < n; k++) {
 		struct json_object *d = json_object_array_get_idx(disks, k);
@@ -823,7 +824,9 @@ int cli_migrate_agent(void)
 			break;
 		}
 		cmd = cli_mig_jstr(req, "cmd");
-		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
+		/* The whole request is checked before anything is done for it. */
+		if (mig_agent_req_check(req, &e))
+			rep = dispatch(&ag, cmd, req, &bye, &e);
 		if (!rep) {
 			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
 			rep = mig_chan_fail(e);

@@ -281,9 +281,12 @@ static void node_facts(struct plan *p, struct node_info *n)
 	n->place.guests = json_object_object_get_ex(rep, "running", &v) ?
 				  (unsigned)json_object_get_int(v) : 0;
 	if (json_object_object_get_ex(rep, "storages", &v) && json_object_is_type(v, json_type_array))
-		for (size_t i = 0; i < json_object_array_length(v) && i < CLU_STORAGE_MAX; i++)
-			n->storages[n->place.nstorages++] =
-				strdup(json_object_get_string(json_object_array_get_idx(v, i)));
+		for (size_t i = 0; i < json_object_array_length(v) && i < CLU_STORAGE_MAX; i++) {
+			const char *id = json_object_get_string(json_object_array_get_idx(v, i));
+
+			if (id) /* strdup(NULL) for a null in the list crashed the drain */
+				n->storages[n->place.nstorages++] = strdup(id);
+		}
 	n->place.storages = (const char *const *)n->storages;
 	n->place.usable = true;
 	return;

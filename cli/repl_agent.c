@@ -47,7 +47,6 @@
 #include <unistd.h>
 
 #define ACCEPT_MS 30000
-#define MANIFEST_MAX (64u << 20) /* 16 B per 64 KiB: volumes up to 256 TiB */
 
 struct agent {
 	struct cli_ctl x;
@@ -56,8 +55,7 @@ struct agent {
 	char *path;              /* ... its replica */
 	struct repl_replica_info next;
 	bool create;
-	uint8_t *mani;           /* a manifest being received */
-	size_t mani_len, mani_have;
+	struct repl_mani_rx mani; /* a manifest being received */
 	struct repl_replica_pending pend; /* an update to settle after its reply */
 };
 
@@ -323,39 +321,20 @@ static struct json_object *do_manifest_put(struct agent *ag, struct json_object 
 {
 	const char *job = cli_mig_jstr(req, "job"), *data = cli_mig_jstr(req, "data");
 	int64_t drive = -1, gen = 0, size = 0, total = 0, off = -1;
-	size_t n = 0;
 	char path[1100], tmp[1200], dir[1100];
 	uint32_t vmid;
+	bool whole = false;
 
-	if (!job || !data || !cli_mig_jint(req, "drive", &drive) || drive < 0 || drive > 99 ||
-	    !cli_mig_jint(req, "gen", &gen) || gen <= 0 || !cli_mig_jint(req, "size", &size) || size <= 0 ||
-	    !cli_mig_jint(req, "total", &total) || total <= 0 || total > MANIFEST_MAX ||
-	    !cli_mig_jint(req, "offset", &off) || off < 0) {
-		err_set(errp, ERR_PROTO, "manifest-put needs job, drive, gen, size, total, offset "
-			"and base64 data");
+	/* repl_agent_req_check() made sure of the fields. */
+	cli_mig_jint(req, "drive", &drive);
+	cli_mig_jint(req, "gen", &gen);
+	cli_mig_jint(req, "size", &size);
+	cli_mig_jint(req, "total", &total);
+	cli_mig_jint(req, "offset", &off);
+	if (!cli_repl_id(job, &vmid, errp) ||
+	    !repl_mani_rx_add(&ag->mani, (size_t)total, (size_t)off, data, &whole, errp))
 		return NULL;
-	}
-	if (!cli_repl_id(job, &vmid, errp))
-		return NULL;
-	if (!off) {
-		free(ag->mani);
-		ag->mani = malloc((size_t)total);
-		ag->mani_len = (size_t)total;
-		ag->mani_have = 0;
-		if (!ag->mani) {
-			err_set(errp, ERR_IO, "out of memory");
-			return NULL;
-		}
-	}
-	if (!ag->mani || (size_t)off != ag->mani_have || (size_t)total != ag->mani_len) {
-		err_set(errp, ERR_PROTO, "manifest-put: piece at %" PRId64 " does not follow", off);
-		return NULL;
-	}
-	if (!util_base64_decode(data, ag->mani + ag->mani_have, ag->mani_len - ag->mani_have, &n,
-				errp))
-		return NULL;
-	ag->mani_have += n;
-	if (ag->mani_have < ag->mani_len)
+	if (!whole)
 		return mig_chan_ok();
 	/* Whole: kept only if it is a manifest of that size and generation. */
 	cli_repl_manifest_path(job, (unsigned)drive, path, sizeof(path));
@@ -364,11 +343,11 @@ static struct json_object *do_manifest_put(struct agent *ag, struct json_object 
 	{
 		struct repl_manifest *m = NULL;
 		bool ok = util_mkdir_p(dir, 0700, errp) &&
-			  util_write_file_bytes(tmp, ag->mani, ag->mani_len, 0600, errp) &&
+			  util_write_file_bytes(tmp, ag->mani.buf, ag->mani.len, 0600, errp) &&
 			  (m = repl_manifest_load(tmp, (uint64_t)size, (uint64_t)gen, errp));
 
 		repl_manifest_free(m);
-		free(TAKE_PTR(ag->mani));
+		repl_mani_rx_free(&ag->mani);
 		if (ok && rename(tmp, path) < 0)
 			ok = err_set_errno(errp, errno, "rename '%s'", tmp);
 		if (!ok) {
@@ -466,7 +445,9 @@ int cli_repl_agent(void)
 		 * a disk. */
 		if (!cmd || strcmp(cmd, "bye"))
 			tidy(&ag);
-		rep = dispatch(&ag, cmd ? cmd : "", req, &bye, &e);
+		/* The whole request is checked before anything is done for it. */
+		if (repl_agent_req_check(req, &e))
+			rep = dispatch(&ag, cmd, req, &bye, &e);
 		if (!rep) {
 			log_warn("agent: %s: %s", cmd ? cmd : "?", e->msg);
 			rep = mig_chan_fail(e);
@@ -481,7 +462,7 @@ int cli_repl_agent(void)
 	if (ag.lfd >= 0)
 		close(ag.lfd);
 	free(ag.path);
-	free(ag.mani);
+	repl_mani_rx_free(&ag.mani);
 	cli_ctl_close(&ag.x);
 	mig_chan_close(ag.ch);
 	return 0;

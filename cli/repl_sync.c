@@ -250,7 +250,8 @@ static bool agent_open(struct sync *s, struct err **errp)
 		rep = mig_chan_call(s->ch, req, CTL_TIMEOUT_MS, errp);
 		if (!rep || !mig_host_addr_in(s->ag.cidr, s->source_addr, sizeof(s->source_addr), errp))
 			return false;
-		if (json_object_object_get_ex(rep, "address", &v))
+		if (json_object_object_get_ex(rep, "address", &v) &&
+		    json_object_is_type(v, json_type_string))
 			snprintf(s->target_addr, sizeof(s->target_addr), "%s", json_object_get_string(v));
 	}
 	/* The data goes over a session of its own to the migration address;

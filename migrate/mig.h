@@ -366,7 +366,7 @@ void mig_place(struct mig_place_guest *g, unsigned ng, const struct mig_place_no
 
 /* ---- control channel to the agent (mig_agent.c) ---------------------------
  * JSON lines over a stream: requests {"cmd":..}, replies {"ok":true,..} or
- * {"ok":false,"error":"..","code":"INVAL"}. The worker calls; the agent
+ * {"ok":false,"error":"..","code":"invalid"}. The worker calls; the agent
  * (cli/migrate_agent.c) answers. */
 
 struct mig_chan;
@@ -384,8 +384,15 @@ struct json_object *mig_chan_req(const char *cmd);
  * the agent's message and code. */
 struct json_object *mig_chan_call(struct mig_chan *c, struct json_object *req, int timeout_ms,
 				  struct err **errp);
+/* A reply as mig_chan_call reads it: true for {"ok":true}, else false with
+ * *errp the agent's message and code (ERR_STATE for an unknown code). */
+bool mig_chan_reply_check(struct json_object *rep, struct err **errp);
 struct json_object *mig_chan_ok(void);
 struct json_object *mig_chan_fail(const struct err *e);
+/* Whether req is a request the migration agent (cli/migrate_agent.c) knows,
+ * with the fields its command needs, as the agent checks it before acting
+ * on it; ERR_PROTO naming what is wrong. Pure: fuzzed (fuzz_mig_agent). */
+bool mig_agent_req_check(struct json_object *req, struct err **errp);
 /* The shared part of a tune, as the target needs it. */
 struct json_object *mig_tune_to_json(const struct mig_tune *t);
 bool mig_tune_from_json(struct json_object *o, struct mig_tune *t, struct err **errp);

@@ -3,7 +3,7 @@
  * source node) and its agent (`vmmigrate _agent`, on the target node,
  * reached through SSH): one JSON object per line each way. The worker sends
  * {"cmd":...,...}; the agent answers each with {"ok":true,...} or
- * {"ok":false,"error":"one line","code":"INVAL"}. Contract in mig.h.
+ * {"ok":false,"error":"one line","code":"invalid"}. Contract in mig.h.
  *
  * Why a long-lived agent rather than one SSH command per step: the agent
  * is the parent of the target QEMU, so when the worker dies (kill -9, a cut
@@ -12,6 +12,7 @@
  * (stop) - no leftover QEMU waits for a human.
  */
 #include "mig.h"
+#include "../cluster/clu.h"
 #include "../common/cleanup.h"
 #include "../common/log.h"
 #include "../common/util.h"
@@ -161,12 +162,33 @@ struct json_object *mig_chan_fail(const struct err *e)
 	return o;
 }
 
+bool mig_chan_reply_check(struct json_object *rep, struct err **errp)
+{
+	struct json_object *ok, *msg = NULL, *code = NULL;
+	const char *name, *why;
+	enum err_code ec = ERR_STATE;
+
+	/* Only a real true: json-c reads the string "false" as true. */
+	if (json_object_object_get_ex(rep, "ok", &ok) && json_object_is_type(ok, json_type_boolean) &&
+	    json_object_get_boolean(ok))
+		return true;
+	/* A null or non-string code or error is the agent's bug, not a reason
+	 * to crash: json_object_get_string(NULL) is NULL. */
+	json_object_object_get_ex(rep, "code", &code);
+	name = json_object_get_string(code);
+	for (int i = 1; name && i < ERR_CODE_MAX; i++)
+		if (!strcmp(name, err_code_name((enum err_code)i)))
+			ec = (enum err_code)i;
+	json_object_object_get_ex(rep, "error", &msg);
+	why = json_object_get_string(msg);
+	return err_set(errp, ec, "%s", why ? why : "the agent refused without a reason");
+}
+
 struct json_object *mig_chan_call(struct mig_chan *c, struct json_object *req, int timeout_ms,
 				  struct err **errp)
 {
 	_cleanup_json_ struct json_object *owned = req;
-	struct json_object *rep, *ok, *msg, *code;
-	enum err_code ec = ERR_STATE;
+	struct json_object *rep;
 	const char *cmd = "?";
 	struct json_object *v;
 
@@ -179,15 +201,8 @@ struct json_object *mig_chan_call(struct mig_chan *c, struct json_object *req, i
 		err_prefix(errp ? *errp : NULL, "agent (%s)", cmd);
 		return NULL;
 	}
-	if (json_object_object_get_ex(rep, "ok", &ok) && json_object_get_boolean(ok))
+	if (mig_chan_reply_check(rep, errp))
 		return rep;
-	if (json_object_object_get_ex(rep, "code", &code)) {
-		for (int i = 1; i < ERR_CODE_MAX; i++)
-			if (!strcmp(json_object_get_string(code), err_code_name((enum err_code)i)))
-				ec = (enum err_code)i;
-	}
-	err_set(errp, ec, "%s", json_object_object_get_ex(rep, "error", &msg) ?
-				  json_object_get_string(msg) : "the agent refused without a reason");
 	json_object_put(rep);
 	return NULL;
 }
@@ -198,6 +213,83 @@ struct json_object *mig_chan_req(const char *cmd)
 
 	json_object_object_add(o, "cmd", json_object_new_string(cmd));
 	return o;
+}
+
+/* ---- requests to the agent ------------------------------------------------------ */
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static bool jint(struct json_object *o, const char *key, int64_t *out)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	*out = json_object_get_int64(v);
+	return true;
+}
+
+/* start's new local disks: {drive, storage, target_storage, volume, size}. */
+static bool check_disks(struct json_object *disks, struct err **errp)
+{
+	if (!json_object_is_type(disks, json_type_array))
+		return err_set(errp, ERR_PROTO, "disks must be a list");
+	if (json_object_array_length(disks) > MIG_MAX_DISKS)
+		return err_set(errp, ERR_PROTO, "too many disks");
+	for (size_t k = 0; k < json_object_array_length(disks); k++) {
+		struct json_object *d = json_object_array_get_idx(disks, k);
+		int64_t drive, size;
+
+		if (!jstr(d, "storage") || !jstr(d, "target_storage") || !jstr(d, "volume") ||
+		    !jint(d, "drive", &drive) || !jint(d, "size", &size) || size <= 0)
+			return err_set(errp, ERR_PROTO, "a disk needs drive, storage, "
+				       "target_storage, volume and size");
+	}
+	return true;
+}
+
+bool mig_agent_req_check(struct json_object *req, struct err **errp)
+{
+	static const char *const cmds[] = {
+		"hello", "facts", "node-facts", "cleanup", "start", "listen", "wait-loaded",
+		"resume", "quit", "recv-volume", "volume-wait", "keep-volumes", "bye",
+	};
+	const char *cmd = jstr(req, "cmd");
+	struct json_object *v = NULL;
+	struct mig_tune tune;
+	int64_t n = 0;
+	size_t i;
+
+	for (i = 0; cmd && i < ARRAY_SIZE(cmds) && strcmp(cmd, cmds[i]); i++)
+		;
+	if (!cmd || i == ARRAY_SIZE(cmds))
+		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
+	if ((!strcmp(cmd, "facts") || !strcmp(cmd, "cleanup") || !strcmp(cmd, "start") ||
+	     !strcmp(cmd, "recv-volume")) &&
+	    (!jint(req, "vmid", &n) || n < CLU_VMID_MIN || n > CLU_VMID_MAX))
+		return err_set(errp, ERR_PROTO, "request without a valid vmid");
+	if (!strcmp(cmd, "start")) {
+		if (!jstr(req, "bind") || !jint(req, "mem_bytes", &n) || n <= 0 || !jstr(req, "accel"))
+			return err_set(errp, ERR_PROTO, "start needs bind, mem_bytes and accel");
+		/* "disks": null is no disks, as json-c reads it. */
+		if (json_object_object_get_ex(req, "disks", &v) && v && !check_disks(v, errp))
+			return false;
+	}
+	if (!strcmp(cmd, "listen")) {
+		json_object_object_get_ex(req, "tune", &v);
+		return mig_tune_from_json(v, &tune, errp);
+	}
+	if (!strcmp(cmd, "recv-volume") &&
+	    (!jstr(req, "storage") || !jstr(req, "volume") || !jstr(req, "bind") ||
+	     !jint(req, "size", &n) || n <= 0))
+		return err_set(errp, ERR_PROTO, "recv-volume needs storage, volume, size and bind");
+	return true;
 }
 
 /* ---- the remote target: mig_target_ops over the agent ------------------------- */

@@ -235,7 +235,8 @@ static bool facts(struct job *jb, struct err **errp)
 	if (!rep)
 		return false;
 	if (j->cidr) {
-		if (!json_object_object_get_ex(rep, "address", &v))
+		if (!json_object_object_get_ex(rep, "address", &v) ||
+		    !json_object_is_type(v, json_type_string))
 			return err_set(errp, ERR_PROTO, "the agent on %s sent no address", j->target);
 		snprintf(jb->target_addr, sizeof(jb->target_addr), "%s", json_object_get_string(v));
 	} else {
@@ -255,7 +256,8 @@ static bool target_cleanup(struct job *jb, struct err **errp)
 	rep = mig_chan_call(jb->ch, req, CTL_TIMEOUT_MS, errp);
 	if (!rep)
 		return false;
-	if (json_object_object_get_ex(rep, "action", &v) && strcmp(json_object_get_string(v), "none"))
+	if (json_object_object_get_ex(rep, "action", &v) && json_object_is_type(v, json_type_string) &&
+	    strcmp(json_object_get_string(v), "none"))
 		log_warn("target %s: %s a leftover QEMU of an earlier migration of guest %" PRIu32,
 			 jb->j->target, json_object_get_string(v), jb->j->vmid);
 	return true;
@@ -342,12 +344,16 @@ static bool start_target(struct job *jb, struct err **errp)
 		return true;
 	if (!json_object_object_get_ex(rep, "nbd_port", &v) || json_object_get_int(v) <= 0 ||
 	    !json_object_object_get_ex(rep, "exports", &ex) ||
-	    json_object_array_length(ex) != j->nvolumes)
+	    !json_object_is_type(ex, json_type_array) || json_object_array_length(ex) != j->nvolumes)
 		return err_set(errp, ERR_PROTO, "the agent on %s sent no NBD exports", j->target);
 	jb->nbd_port = (unsigned)json_object_get_int(v);
 	for (unsigned i = 0; i < j->nvolumes; i++) {
-		snprintf(jb->exports[i], sizeof(jb->exports[i]), "%s",
-			 json_object_get_string(json_object_array_get_idx(ex, i)));
+		const char *name = json_object_get_string(json_object_array_get_idx(ex, i));
+
+		if (!name)
+			return err_set(errp, ERR_PROTO, "the agent on %s sent a null NBD export",
+				       j->target);
+		snprintf(jb->exports[i], sizeof(jb->exports[i]), "%s", name);
 		snprintf(jb->devices[i], sizeof(jb->devices[i]), "drive%u", j->volumes[i].drive);
 		jb->disks[i] = (struct mig_disk){ .device = jb->devices[i], .export = jb->exports[i] };
 	}

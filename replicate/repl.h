@@ -194,6 +194,30 @@ bool repl_manifest_save(const struct repl_manifest *m, const char *path, uint64_
 			struct err **errp);
 void repl_manifest_free(struct repl_manifest *m);
 
+/* ---- the replication agent's requests (repl_agent.c) ----------------------
+ * What `vmrepl _agent` (cli/repl_agent.c) is asked over the control channel
+ * (migrate/mig_agent.c), checked before anything is done for it. */
+
+/* A manifest sent to the agent in pieces: 16 B per 64 KiB, volumes up to
+ * 256 TiB. */
+#define REPL_MANIFEST_WIRE_MAX (64u << 20)
+
+/* Whether req is a request the agent knows, with the fields its command
+ * needs; ERR_PROTO naming what is wrong. */
+bool repl_agent_req_check(struct json_object *req, struct err **errp);
+
+/* A manifest arriving in base64 pieces (manifest-put). */
+struct repl_mani_rx {
+	uint8_t *buf;
+	size_t len, have;
+};
+/* Adds the piece at byte off of a manifest of total bytes: off 0 starts
+ * over, any other must follow the last piece of the same total. *whole:
+ * all total bytes are in buf. */
+bool repl_mani_rx_add(struct repl_mani_rx *m, size_t total, size_t off, const char *b64,
+		      bool *whole, struct err **errp);
+void repl_mani_rx_free(struct repl_mani_rx *m);
+
 /* Reads the whole volume through read, hashes it and returns the blocks
  * whose hash changed as sorted, merged extents (*ext caller-freed); the
  * manifest then holds the new hashes. A new manifest differs everywhere

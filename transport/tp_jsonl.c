@@ -159,6 +159,9 @@ int tp_jsonl_next(struct tp_jsonl *r, struct json_object **out,
 		err_set(errp, ERR_PROTO, "QMP stream already failed");
 		return -1;
 	}
+	/* Nothing fed yet: buf is NULL, and NULL + 0 is undefined. */
+	if (!r->buf)
+		return 0;
 	for (;;) {
 		char *nl = r->scan < r->len ?
 				   memchr(r->buf + r->scan, '\n', r->len - r->scan) : NULL;

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -101,12 +102,45 @@ static void test_help(void **state)
 	assert_int_equal(seen.calls, 0);
 }
 
+/* cli_parse: what cli_main does before running the command, and nothing
+ * after; a.pos is the caller's only when the command would run. */
+static void test_parse_only(void **state)
+{
+	const char *ok[] = { "t", "start", "g1", "--dir", "d", "--disk", "a", "--disk=b" };
+	const char *help[] = { "t", "start", "--help" };
+	const char *bad[] = { "t", "start", "g1", "--dir" };
+	const char *none[] = { "t" };
+	struct cli_args a;
+	unsigned n;
+	int status = -1;
+
+	(void)state;
+	memset(&seen, 0, sizeof(seen));
+	assert_true(cli_parse("t", "test", cmds, 8, (char **)ok, &a, &status));
+	assert_int_equal(seen.calls, 0);
+	assert_ptr_equal(a.cmd, &cmd_t);
+	assert_string_equal(cli_get(&a, "dir"), "d");
+	assert_string_equal(cli_list(&a, "disk", &n)[1], "b");
+	assert_int_equal(n, 2);
+	assert_int_equal(a.npos, 1);
+	free(a.pos);
+	assert_false(cli_parse("t", "test", cmds, 3, (char **)help, &a, &status));
+	assert_int_equal(status, 0);
+	assert_false(cli_parse("t", "test", cmds, 4, (char **)bad, &a, &status));
+	assert_int_equal(status, 2);
+	assert_null(a.pos);
+	assert_false(cli_parse("t", "test", cmds, 1, (char **)none, &a, &status));
+	assert_int_equal(status, 2);
+	assert_int_equal(seen.calls, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_parse_ok),
 		cmocka_unit_test(test_parse_errors),
 		cmocka_unit_test(test_help),
+		cmocka_unit_test(test_parse_only),
 	};
 	return cmocka_run_group_tests_name("cli", tests, NULL, NULL);
 }

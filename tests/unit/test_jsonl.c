@@ -132,6 +132,24 @@ static void test_many_small_feeds_compact(void **state)
 	tp_jsonl_free(&r);
 }
 
+/* Asked before anything was fed (an agent's first read): nothing yet, and
+ * no NULL + 0 (clang's UBSan, fuzz_mig_agent on an empty input). */
+static void test_next_before_feed(void **state)
+{
+	struct tp_jsonl r;
+	struct json_object *m;
+	struct err *e = NULL;
+
+	(void)state;
+	tp_jsonl_init(&r, 0);
+	assert_int_equal(tp_jsonl_next(&r, &m, &e), 0);
+	assert_null(m);
+	assert_true(tp_jsonl_feed(&r, "", 0, &e));
+	assert_int_equal(tp_jsonl_next(&r, &m, &e), 0);
+	assert_null(e);
+	tp_jsonl_free(&r);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -139,6 +157,7 @@ int main(void)
 		cmocka_unit_test(test_bad_input),
 		cmocka_unit_test(test_size_limit),
 		cmocka_unit_test(test_many_small_feeds_compact),
+		cmocka_unit_test(test_next_before_feed),
 	};
 	return cmocka_run_group_tests_name("jsonl", tests, NULL, NULL);
 }

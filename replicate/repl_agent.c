@@ -1,0 +1,107 @@
+/*
+ * repl_agent.c - the requests a replication run's worker sends to the
+ * target's agent (`vmrepl _agent`, cli/repl_agent.c), as the agent reads
+ * them: each is checked whole before anything is done for it, and the
+ * block hashes that come in base64 pieces (manifest-put) are put together
+ * here. No I/O: both are fuzzed (tests/fuzz/fuzz_repl_agent.c).
+ */
+#include "repl.h"
+#include "../cluster/clu.h"
+#include "../common/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static const char *jstr(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static bool jint(struct json_object *o, const char *key, int64_t *out)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	*out = json_object_get_int64(v);
+	return true;
+}
+
+static bool has_vmid(struct json_object *req)
+{
+	int64_t v;
+
+	return jint(req, "vmid", &v) && v >= CLU_VMID_MIN && v <= CLU_VMID_MAX;
+}
+
+bool repl_agent_req_check(struct json_object *req, struct err **errp)
+{
+	static const char *const cmds[] = {
+		"hello", "address", "replica-info", "recv", "recv-wait", "remove", "release",
+		"manifest-put", "bye",
+	};
+	const char *cmd = jstr(req, "cmd"), *mode = jstr(req, "mode");
+	int64_t n = 0, drive = -1, off = -1;
+	size_t i;
+
+	for (i = 0; cmd && i < ARRAY_SIZE(cmds) && strcmp(cmd, cmds[i]); i++)
+		;
+	if (!cmd || i == ARRAY_SIZE(cmds))
+		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
+	if (!strcmp(cmd, "address") && !jstr(req, "cidr"))
+		return err_set(errp, ERR_PROTO, "address needs cidr");
+	if (!strcmp(cmd, "recv") &&
+	    (!jstr(req, "job") || !mode || !jstr(req, "bind") || !jint(req, "size", &n) ||
+	     n <= 0 || !jint(req, "gen", &n) || n <= 0 || !jint(req, "time", &n) ||
+	     (strcmp(mode, "create") && strcmp(mode, "update"))))
+		return err_set(errp, ERR_PROTO, "recv needs job, size, gen, time, mode and bind");
+	if (!strcmp(cmd, "remove") && !jstr(req, "job"))
+		return err_set(errp, ERR_PROTO, "remove needs job and vmid");
+	if (!strcmp(cmd, "release") && (!jstr(req, "job") || !has_vmid(req)))
+		return err_set(errp, ERR_PROTO, "release needs job and vmid");
+	if ((!strcmp(cmd, "replica-info") || !strcmp(cmd, "recv") || !strcmp(cmd, "remove")) &&
+	    !has_vmid(req))
+		return err_set(errp, ERR_PROTO, "request without a valid vmid");
+	if ((!strcmp(cmd, "replica-info") || !strcmp(cmd, "recv")) &&
+	    (!jstr(req, "storage") || !jstr(req, "volume")))
+		return err_set(errp, ERR_PROTO, "request without storage and volume");
+	if (!strcmp(cmd, "manifest-put") &&
+	    (!jstr(req, "job") || !jstr(req, "data") || !jint(req, "drive", &drive) || drive < 0 ||
+	     drive > 99 || !jint(req, "gen", &n) || n <= 0 || !jint(req, "size", &n) || n <= 0 ||
+	     !jint(req, "total", &n) || n <= 0 || n > REPL_MANIFEST_WIRE_MAX ||
+	     !jint(req, "offset", &off) || off < 0))
+		return err_set(errp, ERR_PROTO, "manifest-put needs job, drive, gen, size, total, "
+			       "offset and base64 data");
+	return true;
+}
+
+bool repl_mani_rx_add(struct repl_mani_rx *m, size_t total, size_t off, const char *b64,
+		      bool *whole, struct err **errp)
+{
+	size_t n = 0;
+
+	if (!off) {
+		free(m->buf);
+		m->buf = malloc(total);
+		m->len = total;
+		m->have = 0;
+		if (!m->buf)
+			return err_set(errp, ERR_IO, "out of memory");
+	}
+	if (!m->buf || off != m->have || total != m->len)
+		return err_set(errp, ERR_PROTO, "manifest-put: piece at %zu does not follow", off);
+	if (!util_base64_decode(b64, m->buf + m->have, m->len - m->have, &n, errp))
+		return false;
+	m->have += n;
+	*whole = m->have == m->len;
+	return true;
+}
+
+void repl_mani_rx_free(struct repl_mani_rx *m)
+{
+	free(m->buf);
+	*m = (struct repl_mani_rx){ .buf = NULL };
+}
