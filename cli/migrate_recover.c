@@ -11,6 +11,7 @@
 #include "../transport/tp_ssh.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,6 +115,22 @@ static bool source_side(uint32_t vmid, bool owner_here, bool was_running, struct
 	return true;
 }
 
+/* The dead worker's forwarding sockets in the guest's run directory
+ * (secure mode: "<what>-<pid>.sock", see mig_job.c). */
+static void remove_worker_sockets(uint32_t vmid, pid_t pid)
+{
+	char dir[512], pattern[600];
+	glob_t g;
+
+	snprintf(pattern, sizeof(pattern), "%s/*-%d.sock", cli_ctl_run_dir(vmid, dir, sizeof(dir)),
+		 (int)pid);
+	if (glob(pattern, 0, NULL, &g) != 0)
+		return;
+	for (size_t i = 0; i < g.gl_pathc; i++)
+		unlink(g.gl_pathv[i]);
+	globfree(&g);
+}
+
 /* The record of vmid's migration if its worker is dead (rec->vmid 0: no
  * record); an error if it is another node's or its worker lives. */
 static bool record_of_dead_worker(struct cli_ctl *x, uint32_t vmid, struct cli_mig_record *rec,
@@ -201,6 +218,7 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 			log_warn("guest %" PRIu32 ": cannot remove the source volume %s: %m", vmid,
 				 rec.moved[i].path);
 	}
+	remove_worker_sockets(vmid, rec.pid);
 	if (!cli_mig_record_delete(x->c, vmid, errp))
 		return false;
 	/* The dead worker's guest lock is this node's: with the local lock

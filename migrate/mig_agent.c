@@ -258,7 +258,7 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 {
 	static const char *const cmds[] = {
 		"hello", "facts", "node-facts", "cleanup", "start", "listen", "wait-loaded",
-		"resume", "quit", "recv-volume", "volume-wait", "keep-volumes", "bye",
+		"check", "resume", "quit", "recv-volume", "volume-wait", "keep-volumes", "bye",
 	};
 	const char *cmd = jstr(req, "cmd");
 	struct json_object *v = NULL;

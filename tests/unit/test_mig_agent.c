@@ -49,7 +49,7 @@ static void test_requests_ok(void **state)
 		"\"volume\":\"vm-106-disk-0.raw\",\"size\":1073741824}]}",
 		"{\"cmd\":\"listen\",\"tune\":{\"multifd\":4,\"multifd_zstd\":true}}",
 		"{\"cmd\":\"wait-loaded\",\"timeout_ms\":60000}",
-		"{\"cmd\":\"resume\"}", "{\"cmd\":\"quit\"}", "{\"cmd\":\"keep-volumes\"}",
+		"{\"cmd\":\"resume\"}", "{\"cmd\":\"check\"}", "{\"cmd\":\"quit\"}", "{\"cmd\":\"keep-volumes\"}",
 		"{\"cmd\":\"recv-volume\",\"vmid\":106,\"storage\":\"local\",\"volume\":\"v.raw\","
 		"\"size\":1,\"bind\":\"10.99.2.2\"}",
 		"{\"cmd\":\"volume-wait\"}", "{\"cmd\":\"bye\"}",
