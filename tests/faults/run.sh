@@ -223,7 +223,7 @@ check() {
 
 # cell MODE FAULT PHASE
 cell() {
-  local mode=$1 f=$2 ph=$3 vmid src dst args=() mpid i hit t0 tm out res delay bw p rc
+  local mode=$1 f=$2 ph=$3 vmid src dst args=() mpid i hit t0 tm out res delay bw p rc n
   case $mode in shared-*) vmid=170 ;; *) vmid=171; args+=(--with-local-disks) ;; esac
   src=$(owner "$vmid"); dst=$(next_node "$src")
   # A guest whose QEMU a fault killed starts again where it is owned.
@@ -307,13 +307,13 @@ else
   done
 fi
 printf '%-16s %-13s %-11s %5s %5s  %s\n' MODE FAULT PHASE MIGR TOTAL OUTCOME | tee "$TABLE"
-fails=0 n=0
+fails=0 ncells=0
 for c in "${cells[@]}"; do
   [[ $c =~ $ONLY ]] || continue
   IFS=/ read -r m f ph <<<"$c"
-  n=$((n + 1))
+  ncells=$((ncells + 1))
   cell "$m" "$f" "$ph" || fails=$((fails + 1))
 done
-echo "faults: $n cells, $fails failed"
+echo "faults: $ncells cells, $fails failed"
 cp "$TABLE" "$RESULTS" 2>/dev/null || true
 [ $fails -eq 0 ]
