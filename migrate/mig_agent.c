@@ -217,24 +217,6 @@ struct json_object *mig_chan_req(const char *cmd)
 
 /* ---- requests to the agent ------------------------------------------------------ */
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
-		       json_object_get_string(v) : NULL;
-}
-
-static bool jint(struct json_object *o, const char *key, int64_t *out)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return false;
-	*out = json_object_get_int64(v);
-	return true;
-}
-
 /* start's new local disks: {drive, storage, target_storage, volume, size}. */
 static bool check_disks(struct json_object *disks, struct err **errp)
 {
@@ -246,8 +228,8 @@ static bool check_disks(struct json_object *disks, struct err **errp)
 		struct json_object *d = json_object_array_get_idx(disks, k);
 		int64_t drive, size;
 
-		if (!jstr(d, "storage") || !jstr(d, "target_storage") || !jstr(d, "volume") ||
-		    !jint(d, "drive", &drive) || !jint(d, "size", &size) || size <= 0)
+		if (!tp_json_str(d, "storage") || !tp_json_str(d, "target_storage") || !tp_json_str(d, "volume") ||
+		    !tp_json_int(d, "drive", &drive) || !tp_json_int(d, "size", &size) || size <= 0)
 			return err_set(errp, ERR_PROTO, "a disk needs drive, storage, "
 				       "target_storage, volume and size");
 	}
@@ -260,7 +242,7 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 		"hello", "facts", "node-facts", "cleanup", "start", "listen", "wait-loaded",
 		"check", "resume", "quit", "recv-volume", "volume-wait", "keep-volumes", "bye",
 	};
-	const char *cmd = jstr(req, "cmd");
+	const char *cmd = tp_json_str(req, "cmd");
 	struct json_object *v = NULL;
 	struct mig_tune tune;
 	int64_t n = 0;
@@ -272,10 +254,10 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
 	if ((!strcmp(cmd, "facts") || !strcmp(cmd, "cleanup") || !strcmp(cmd, "start") ||
 	     !strcmp(cmd, "recv-volume")) &&
-	    (!jint(req, "vmid", &n) || n < CLU_VMID_MIN || n > CLU_VMID_MAX))
+	    (!tp_json_int(req, "vmid", &n) || n < CLU_VMID_MIN || n > CLU_VMID_MAX))
 		return err_set(errp, ERR_PROTO, "request without a valid vmid");
 	if (!strcmp(cmd, "start")) {
-		if (!jstr(req, "bind") || !jint(req, "mem_bytes", &n) || n <= 0 || !jstr(req, "accel"))
+		if (!tp_json_str(req, "bind") || !tp_json_int(req, "mem_bytes", &n) || n <= 0 || !tp_json_str(req, "accel"))
 			return err_set(errp, ERR_PROTO, "start needs bind, mem_bytes and accel");
 		/* "disks": null is no disks, as json-c reads it. */
 		if (json_object_object_get_ex(req, "disks", &v) && v && !check_disks(v, errp))
@@ -286,8 +268,8 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 		return mig_tune_from_json(v, &tune, errp);
 	}
 	if (!strcmp(cmd, "recv-volume") &&
-	    (!jstr(req, "storage") || !jstr(req, "volume") || !jstr(req, "bind") ||
-	     !jint(req, "size", &n) || n <= 0))
+	    (!tp_json_str(req, "storage") || !tp_json_str(req, "volume") || !tp_json_str(req, "bind") ||
+	     !tp_json_int(req, "size", &n) || n <= 0))
 		return err_set(errp, ERR_PROTO, "recv-volume needs storage, volume, size and bind");
 	return true;
 }

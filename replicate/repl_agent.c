@@ -12,29 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *jstr(struct json_object *o, const char *key)
-{
-	struct json_object *v;
-
-	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
-		       json_object_get_string(v) : NULL;
-}
-
-static bool jint(struct json_object *o, const char *key, int64_t *out)
-{
-	struct json_object *v;
-
-	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
-		return false;
-	*out = json_object_get_int64(v);
-	return true;
-}
-
 static bool has_vmid(struct json_object *req)
 {
 	int64_t v;
 
-	return jint(req, "vmid", &v) && v >= CLU_VMID_MIN && v <= CLU_VMID_MAX;
+	return tp_json_int(req, "vmid", &v) && v >= CLU_VMID_MIN && v <= CLU_VMID_MAX;
 }
 
 bool repl_agent_req_check(struct json_object *req, struct err **errp)
@@ -43,7 +25,7 @@ bool repl_agent_req_check(struct json_object *req, struct err **errp)
 		"hello", "address", "replica-info", "recv", "recv-wait", "remove", "release",
 		"manifest-put", "bye",
 	};
-	const char *cmd = jstr(req, "cmd"), *mode = jstr(req, "mode");
+	const char *cmd = tp_json_str(req, "cmd"), *mode = tp_json_str(req, "mode");
 	int64_t n = 0, drive = -1, off = -1;
 	size_t i;
 
@@ -51,28 +33,28 @@ bool repl_agent_req_check(struct json_object *req, struct err **errp)
 		;
 	if (!cmd || i == ARRAY_SIZE(cmds))
 		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
-	if (!strcmp(cmd, "address") && !jstr(req, "cidr"))
+	if (!strcmp(cmd, "address") && !tp_json_str(req, "cidr"))
 		return err_set(errp, ERR_PROTO, "address needs cidr");
 	if (!strcmp(cmd, "recv") &&
-	    (!jstr(req, "job") || !mode || !jstr(req, "bind") || !jint(req, "size", &n) ||
-	     n <= 0 || !jint(req, "gen", &n) || n <= 0 || !jint(req, "time", &n) ||
+	    (!tp_json_str(req, "job") || !mode || !tp_json_str(req, "bind") || !tp_json_int(req, "size", &n) ||
+	     n <= 0 || !tp_json_int(req, "gen", &n) || n <= 0 || !tp_json_int(req, "time", &n) ||
 	     (strcmp(mode, "create") && strcmp(mode, "update"))))
 		return err_set(errp, ERR_PROTO, "recv needs job, size, gen, time, mode and bind");
-	if (!strcmp(cmd, "remove") && !jstr(req, "job"))
+	if (!strcmp(cmd, "remove") && !tp_json_str(req, "job"))
 		return err_set(errp, ERR_PROTO, "remove needs job and vmid");
-	if (!strcmp(cmd, "release") && (!jstr(req, "job") || !has_vmid(req)))
+	if (!strcmp(cmd, "release") && (!tp_json_str(req, "job") || !has_vmid(req)))
 		return err_set(errp, ERR_PROTO, "release needs job and vmid");
 	if ((!strcmp(cmd, "replica-info") || !strcmp(cmd, "recv") || !strcmp(cmd, "remove")) &&
 	    !has_vmid(req))
 		return err_set(errp, ERR_PROTO, "request without a valid vmid");
 	if ((!strcmp(cmd, "replica-info") || !strcmp(cmd, "recv")) &&
-	    (!jstr(req, "storage") || !jstr(req, "volume")))
+	    (!tp_json_str(req, "storage") || !tp_json_str(req, "volume")))
 		return err_set(errp, ERR_PROTO, "request without storage and volume");
 	if (!strcmp(cmd, "manifest-put") &&
-	    (!jstr(req, "job") || !jstr(req, "data") || !jint(req, "drive", &drive) || drive < 0 ||
-	     drive > 99 || !jint(req, "gen", &n) || n <= 0 || !jint(req, "size", &n) || n <= 0 ||
-	     !jint(req, "total", &n) || n <= 0 || n > REPL_MANIFEST_WIRE_MAX ||
-	     !jint(req, "offset", &off) || off < 0))
+	    (!tp_json_str(req, "job") || !tp_json_str(req, "data") || !tp_json_int(req, "drive", &drive) || drive < 0 ||
+	     drive > 99 || !tp_json_int(req, "gen", &n) || n <= 0 || !tp_json_int(req, "size", &n) || n <= 0 ||
+	     !tp_json_int(req, "total", &n) || n <= 0 || n > REPL_MANIFEST_WIRE_MAX ||
+	     !tp_json_int(req, "offset", &off) || off < 0))
 		return err_set(errp, ERR_PROTO, "manifest-put needs job, drive, gen, size, total, "
 			       "offset and base64 data");
 	return true;

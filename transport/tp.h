@@ -130,4 +130,24 @@ static inline void tp_jsonp(struct json_object **o)
 }
 #define _cleanup_json_ __attribute__((cleanup(tp_jsonp)))
 
+/* Fields of a peer's JSON message, typed: the string at key (NULL if
+ * missing or not a string), the integer at key (false if not an int). */
+static inline const char *tp_json_str(struct json_object *o, const char *key)
+{
+	struct json_object *v;
+
+	return json_object_object_get_ex(o, key, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : NULL;
+}
+
+static inline bool tp_json_int(struct json_object *o, const char *key, int64_t *out)
+{
+	struct json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_int))
+		return false;
+	*out = json_object_get_int64(v);
+	return true;
+}
+
 #endif
