@@ -274,7 +274,7 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 	const char *action = "none";
 	uint64_t pid = 0;
 	struct mig_qemu *q;
-	bool mine;
+	bool mine = false;
 
 	if (!req_vmid(ag, req, errp))
 		return NULL;
@@ -328,7 +328,10 @@ static struct json_object *do_cleanup(struct agent *ag, struct json_object *req,
 			line = next;
 		}
 	}
-	if (txt)
+	/* Ours but not running (its QEMU died after the owner moved): the
+	 * source may take the guest back and ask again; the marker keeps the
+	 * list of volumes until the answer is final. */
+	if (txt && !(mine && !cli_ctl_running(ag->vmid, NULL)))
 		unlink(marker);
 	/* A target QEMU killed outright leaves its sockets and pid file. */
 	if (!cli_ctl_running(ag->vmid, NULL)) {

@@ -87,6 +87,12 @@ static bool source_side(uint32_t vmid, bool owner_here, bool was_running, struct
 		return mig_qemu_stop(q, 10000, errp);
 	}
 	tp_qmp_run(q->qmp, "migrate_cancel", NULL, 5000, NULL);
+	/* The dead worker's mirrors (local disks) end here, not at the next
+	 * migration: a mirror to a gone target must not hold the disks. */
+	if (!mig_mirror_sweep(q->qmp, errp)) {
+		mig_qemu_release(q);
+		return false;
+	}
 	st = tp_qmp_call(q->qmp, "query-status", NULL, 5000, errp);
 	if (!st) {
 		mig_qemu_release(q);
@@ -201,6 +207,9 @@ bool cli_migrate_recover(struct cli_ctl *x, uint32_t vmid, struct err **errp)
 		if (!clu_guest_update(x->c, g, errp))
 			return false;
 		owner_here = true;
+		/* Asked again now that the guest is not its: the target removes
+		 * the volumes it made for it. */
+		target_cleanup(x, &rec);
 	} else if (!owner_here && there < 0 && cli_ctl_running(vmid, NULL)) {
 		return err_set(errp, ERR_STATE, "guest %" PRIu32 " belongs to %s, which cannot be "
 			       "asked whether it runs it; leaving the paused QEMU here alone", vmid,
