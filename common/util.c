@@ -1,6 +1,7 @@
 /* util.c - see util.h. */
 #include "util.h"
 #include "cleanup.h"
+#include "log.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -337,4 +338,17 @@ bool util_base64_decode(const char *in, void *out, size_t cap, size_t *len, stru
 	}
 	*len = o;
 	return true;
+}
+
+void util_test_delay(const char *name)
+{
+	const char *v = getenv("VMM_TEST_PHASE_DELAY"), *colon;
+	size_t n = strlen(name);
+
+	if (!v || !(colon = strchr(v, ':')))
+		return;
+	if ((size_t)(colon - v) == n && !strncmp(v, name, n)) {
+		log_warn("VMM_TEST_PHASE_DELAY: lingering %s ms at %s", colon + 1, name);
+		usleep((useconds_t)strtoul(colon + 1, NULL, 10) * 1000);
+	}
 }

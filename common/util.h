@@ -70,4 +70,12 @@ bool util_pid_alive(pid_t pid);
 /* Creates a directory and its parents (mode 0755 / given). */
 bool util_mkdir_p(const char *path, int mode, struct err **errp);
 
+/* Test knob of the fault matrices (tests/faults): VMM_TEST_PHASE_DELAY=
+ * NAME:MS makes the caller linger MS ms (logged as a warning) at the point
+ * NAME, so that a fault can land where a migration or a sync otherwise
+ * spends milliseconds. Points: a migration's phases once recorded and
+ * "owner-moved" (migrate/mig_job.c); "repl-open", "repl-stream" and
+ * "repl-applied" (cli/repl_sync.c). Unset in production: no effect. */
+void util_test_delay(const char *name);
+
 #endif

@@ -101,24 +101,6 @@ struct job {
 
 /* The one place the phase changes. A failed persist is fatal only before
  * the owner moved (then rollback keeps the old state true). */
-/* Test knob of the fault matrix (tests/faults): VMM_TEST_PHASE_DELAY=
- * NAME:MS makes the worker linger MS ms at the point NAME (a phase once it
- * is recorded, or "owner-moved": the store names the target, which is not
- * resumed yet), so a fault can land where the migration otherwise spends
- * milliseconds (source and target both paused). Unset in production. */
-static void test_delay(const char *name)
-{
-	const char *v = getenv("VMM_TEST_PHASE_DELAY"), *colon;
-	size_t n = strlen(name);
-
-	if (!v || !(colon = strchr(v, ':')))
-		return;
-	if ((size_t)(colon - v) == n && !strncmp(v, name, n)) {
-		log_warn("VMM_TEST_PHASE_DELAY: lingering %s ms at %s", colon + 1, name);
-		usleep((useconds_t)strtoul(colon + 1, NULL, 10) * 1000);
-	}
-}
-
 static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
 {
 	log_info("migration of guest %" PRIu32 " to %s: %s -> %s", jb->j->vmid, jb->j->target,
@@ -128,7 +110,7 @@ static bool set_phase(struct job *jb, enum mig_phase ph, struct err **errp)
 		jb->j->hooks.progress(&jb->p, jb->j->hooks.opaque);
 	if (jb->j->hooks.persist && !jb->j->hooks.persist(ph, jb->j->hooks.opaque, errp))
 		return ph >= MIG_PHASE_SWITCHOVER && jb->owner_moved;
-	test_delay(mig_phase_name(ph));
+	util_test_delay(mig_phase_name(ph));
 	return true;
 }
 
@@ -580,7 +562,7 @@ static bool online(struct job *jb, struct err **errp)
 		goto undo;
 	if (!jb->owner_moved && !move_owner(jb, errp))
 		goto undo;
-	test_delay("owner-moved");
+	util_test_delay("owner-moved");
 	/* The owner is the target now: from here on the target must run. */
 	if (!t.ops->resume(t.impl, errp)) {
 		log_error("guest %" PRIu32 " belongs to %s but did not resume there: %s", j->vmid,

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/util.h"
@@ -160,6 +161,33 @@ static void test_base64(void **state)
 	}
 }
 
+/* The fault matrices' knob lingers only at the point it names, and only
+ * when set: production runs never sleep. */
+static void test_test_delay(void **state)
+{
+	int64_t t0;
+
+	(void)state;
+	unsetenv("VMM_TEST_PHASE_DELAY");
+	t0 = util_now_ms();
+	util_test_delay("repl-open");
+	assert_true(util_now_ms() - t0 < 40);
+	setenv("VMM_TEST_PHASE_DELAY", "repl-open:60", 1);
+	t0 = util_now_ms();
+	util_test_delay("repl-ope");
+	util_test_delay("repl-open2");
+	util_test_delay("repl-stream");
+	assert_true(util_now_ms() - t0 < 40);
+	t0 = util_now_ms();
+	util_test_delay("repl-open");
+	assert_true(util_now_ms() - t0 >= 60);
+	setenv("VMM_TEST_PHASE_DELAY", "repl-open", 1); /* no colon: nothing */
+	t0 = util_now_ms();
+	util_test_delay("repl-open");
+	assert_true(util_now_ms() - t0 < 40);
+	unsetenv("VMM_TEST_PHASE_DELAY");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -168,6 +196,7 @@ int main(void)
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_fmt_bytes),
 		cmocka_unit_test(test_base64),
+		cmocka_unit_test(test_test_delay),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
