@@ -40,6 +40,11 @@ struct cli_ctl {
 
 /* Connects to vmmd ($VMM_SOCKET) and learns this node's name. */
 bool cli_ctl_open(struct cli_ctl *x, struct err **errp);
+/* A new connection to vmmd in place of x's (vmmd restarted, as systemd
+ * does after a crash), retried for up to wait_ms; x's old one is kept if
+ * none comes. Locks are the node's and the process's, not the
+ * connection's: they stay held. */
+bool cli_ctl_reconnect(struct cli_ctl *x, int wait_ms, struct err **errp);
 /* Takes the local and the cluster lock of vmid, waiting up to
  * CLI_CTL_LOCK_WAIT_MS for each. */
 bool cli_ctl_lock(struct cli_ctl *x, uint32_t vmid, struct err **errp);

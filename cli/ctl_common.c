@@ -34,6 +34,28 @@ bool cli_ctl_open(struct cli_ctl *x, struct err **errp)
 	return true;
 }
 
+bool cli_ctl_reconnect(struct cli_ctl *x, int wait_ms, struct err **errp)
+{
+	int64_t end = util_now_ms() + wait_ms;
+	struct err *e = NULL;
+
+	for (;;) {
+		struct clu_client *c = clu_client_open(NULL, &e);
+
+		if (c) {
+			clu_client_close(x->c);
+			x->c = c;
+			return true;
+		}
+		if (util_now_ms() >= end) {
+			err_propagate(errp, &e);
+			return false;
+		}
+		err_free(TAKE_PTR(e));
+		usleep(200 * 1000);
+	}
+}
+
 static const char *run_root(void)
 {
 	const char *r = getenv("VMM_RUN_DIR");

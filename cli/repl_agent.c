@@ -71,7 +71,10 @@ static bool not_ours(struct agent *ag, struct json_object *req, uint32_t *vmid,
 	if (!cli_mig_jint(req, "vmid", &v) || v < CLU_VMID_MIN || v > CLU_VMID_MAX)
 		return err_set(errp, ERR_PROTO, "request without a valid vmid");
 	*vmid = (uint32_t)v;
-	if (!clu_guest_read(ag->x.c, *vmid, g, errp))
+	/* Every request that touches a replica asks this first: a vmmd
+	 * restarted meanwhile (as systemd does) is waited for, 10 s. */
+	if (!clu_guest_read(ag->x.c, *vmid, g, NULL) &&
+	    (!cli_ctl_reconnect(&ag->x, 10000, errp) || !clu_guest_read(ag->x.c, *vmid, g, errp)))
 		return false;
 	if (!strcmp(g->node, ag->x.node))
 		return err_set(errp, ERR_STATE, "guest %" PRIu32 " is owned by %s, the target: "

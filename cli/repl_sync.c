@@ -45,6 +45,7 @@
 #define CTL_TIMEOUT_MS 30000
 #define RECV_TIMEOUT_MS 600000 /* the agent's verdict after the stream ended */
 #define RENEW_EVERY_MS 20000
+#define RECORD_WAIT_MS 30000  /* the outcome through a vmmd restart or a quorum gap */
 
 struct disk {
 	unsigned conf;            /* index in conf.disks (virtio<conf>) */
@@ -538,6 +539,7 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	 * taken: a failure from here keeps the dirty blocks for next time). */
 	if (!agent_join(s, errp) || !replica_gen(s, k, &gen, errp))
 		goto out;
+	util_test_delay("repl-open");
 	/* Incremental from the replica's generation: the one the state names,
 	 * or the next one when a run was applied there but died before it
 	 * recorded it. The bitmap covers the writes since the state's
@@ -570,6 +572,7 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	fd = data_stream(s, (unsigned)json_object_get_int(v), errp);
 	if (fd < 0)
 		goto out;
+	util_test_delay("repl-stream");
 	/* Read ahead along the extents (without, if out of memory: slower). */
 	if (src.fd < 0 && src.f)
 		repl_fleece_plan(src.f, ext, n, NULL);
@@ -602,8 +605,21 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 	if (src.f && !full)
 		repl_fleece_close_view(src.f);
 	res = mig_chan_recv(s->ch, sent ? RECV_TIMEOUT_MS : 10000, sent ? errp : NULL);
-	if (!sent)
+	if (!sent) {
+		struct json_object *msg;
+
+		/* A target that gave up first (its disk full) only reset the
+		 * stream here: its answer names the cause. Any other failure
+		 * here (the source's read) is the cause itself. */
+		if (res && json_object_object_get_ex(res, "error", &msg) &&
+		    json_object_is_type(msg, json_type_string) && errp && *errp &&
+		    ((*errp)->errnum == EPIPE || (*errp)->errnum == ECONNRESET)) {
+			err_free(TAKE_PTR(*errp));
+			err_set(errp, ERR_IO, "disk %s:%s: on %s: %s", k->d->storage, k->d->volume,
+				s->job->target, json_object_get_string(msg));
+		}
 		goto out;
+	}
 	if (!res) {
 		err_prefix(errp ? *errp : NULL, "disk %s:%s", k->d->storage, k->d->volume);
 		goto out;
@@ -616,6 +632,7 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 									  "the target refused it");
 		goto out;
 	}
+	util_test_delay("repl-applied");
 	/* The hashes of a whole-disk send are of what went: read it again
 	 * (local reads, cheap next to the wire). */
 	if (full) {
@@ -704,6 +721,35 @@ static bool edit_state(struct repl_job_state *st, void *opaque)
 
 /* ---- the run ---------------------------------------------------------------------------- */
 
+/* Records what the run did, through a vmmd that may have restarted (as
+ * systemd restarts it) or a cluster that lost quorum for a moment: tried
+ * for RECORD_WAIT_MS. An outcome left unrecorded would leave the state
+ * `syncing` (vmmd's sweep then says the worker died) and the next run
+ * would not know which generation the replica holds. */
+static bool record(struct sync *s, struct st_edit *ed, struct err **errp)
+{
+	int64_t end = util_now_ms() + RECORD_WAIT_MS;
+	struct err *e = NULL;
+	bool said = false;
+
+	while (!repl_state_update(s->x->c, s->job->id, edit_state, ed, &e)) {
+		if (util_now_ms() >= end) {
+			err_propagate(errp, &e);
+			return false;
+		}
+		if (!said)
+			log_warn("%s: recording the outcome: %s (retrying for %d s)", s->job->id,
+				 e->msg, RECORD_WAIT_MS / 1000);
+		said = true;
+		err_free(TAKE_PTR(e));
+		usleep(500 * 1000);
+		cli_ctl_reconnect(s->x, 0, NULL);
+	}
+	if (said)
+		log_info("%s: outcome recorded", s->job->id);
+	return true;
+}
+
 static void sync_free(struct sync *s)
 {
 	if (s->ag.started && !s->ag.joined) {
@@ -770,8 +816,15 @@ out:
 	{
 		struct err *se = NULL;
 
-		if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, &se)) {
-			log_warn("%s: cannot record the outcome: %s", s->job->id, se->msg);
+		if (!record(s, &ed, &se)) {
+			/* Said rather than exit 0 with a state that says otherwise. */
+			if (ok)
+				err_set(&e, se->code, "generation %" PRIu64 " is on %s, but the job's "
+					"state could not be recorded: %s", s->new_gen, s->job->target,
+					se->msg);
+			else
+				log_warn("%s: cannot record the outcome: %s", s->job->id, se->msg);
+			ok = false;
 			err_free(se);
 		}
 	}
@@ -810,7 +863,7 @@ static bool sync_open(struct sync *s, struct tp_qmp *qmp, bool join, struct err 
 
 		ed = (struct st_edit){ .s = s, .phase = 2, .e = e };
 		say(s, "failed: %s", e->msg);
-		if (!repl_state_update(s->x->c, s->job->id, edit_state, &ed, &se))
+		if (!record(s, &ed, &se))
 			err_free(se);
 	}
 	err_propagate(errp, &e);

@@ -6,6 +6,7 @@
  * SSH. docs/vmrepl.md is the manual.
  */
 #include "repl.h"
+#include "../common/log.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -21,6 +22,7 @@ static const struct cli_cmd *const cmds[] = {
 int main(int argc, char **argv)
 {
 	signal(SIGPIPE, SIG_IGN);
+	log_init("vmrepl"); /* the hidden commands' lines too are vmrepl's */
 	if (argc == 2 && !strcmp(argv[1], "_agent"))
 		return cli_repl_agent();
 	/* `vmrepl _replica PATH`: a replica's generation after its crash
