@@ -72,15 +72,25 @@ struct repl_vol;
  * fails if something else holds it for writing (QEMU's image lock: a
  * running guest, another writer), after retrying for two seconds. */
 struct repl_vol *repl_vol_open(const char *path, bool writable, struct err **errp);
+/* Writable, without a single flush: the data reaches the file (once
+ * closed: qemu-nbd has exited) but is durable only after the caller's
+ * fsync of the image. For writes a crash may lose because a commit
+ * redoes them. */
+struct repl_vol *repl_vol_open_unsynced(const char *path, struct err **errp);
 uint64_t repl_vol_get_size(const struct repl_vol *v);
 /* A repl_read_fn (opaque: the struct repl_vol); one thread at a time. */
 bool repl_vol_read(void *vol, void *buf, size_t len, uint64_t off, struct err **errp);
+/* Queues the write (up to 8 requests in flight, the data copied): a
+ * failure may be reported by a later write, zero or the close, naming
+ * the offset that failed. */
 bool repl_vol_write(struct repl_vol *v, const void *buf, size_t len, uint64_t off,
 		    struct err **errp);
 /* The range reads as zeros afterwards (its clusters may be dropped). */
 bool repl_vol_zero(struct repl_vol *v, uint64_t off, uint64_t len, struct err **errp);
-/* Flushes what was written to stable storage, then closes; false (and
- * *errp) if the flush failed. NULL is fine. */
+/* Flushes what was written to stable storage (unless opened unsynced),
+ * then closes; false (and *errp) if a queued write or the flush failed,
+ * or, unsynced, if qemu-nbd did not close the image by itself. NULL is
+ * fine. */
 bool repl_vol_close(struct repl_vol *v, struct err **errp);
 
 /* ---- the replica on the target (repl_replica.c) -------------------------------

@@ -710,11 +710,13 @@ static bool copy_extents(const struct rpaths *p, int dfd, int vfd, const struct 
 
 /* Copies the extents from the delta into the qcow2 image at vol, through
  * QEMU's qcow2 driver; the delta's holes are written as zeros unless the
- * image is new (it reads as zeros everywhere). Flushed at the end. */
+ * image is new (it reads as zeros everywhere). Flushed at the end if
+ * sync; else written (qemu-nbd gone) but durable only once the caller
+ * syncs the file: the commit, kept until then, redoes it after a crash. */
 static bool copy_extents_vol(const struct rpaths *p, const char *vol, int dfd,
-			     const struct ranges *r, bool fresh, struct err **errp)
+			     const struct ranges *r, bool fresh, bool sync, struct err **errp)
 {
-	struct repl_vol *v = repl_vol_open(vol, true, errp);
+	struct repl_vol *v = sync ? repl_vol_open(vol, true, errp) : repl_vol_open_unsynced(vol, errp);
 	_cleanup_free_ uint8_t *buf = NULL;
 	struct err *e = NULL;
 
@@ -764,7 +766,7 @@ static bool copy_extents_vol(const struct rpaths *p, const char *vol, int dfd,
 /* ---- the steps --------------------------------------------------------- */
 
 /* The data of cm copied into the replica *in: readable there; durable
- * too if sync (qcow2: always, qemu-nbd flushes). */
+ * too if sync. */
 static bool apply_data(const struct rpaths *p, const struct repl_replica_info *in,
 		       const struct commit *cm, int dfd, bool sync, struct err **errp)
 {
@@ -775,7 +777,7 @@ static bool apply_data(const struct rpaths *p, const struct repl_replica_info *i
 	if (!size_ok(dfd, p->delta, false, in->size, errp) ||
 	    (vfd = open_sized(p->vol, p->qcow2, p->qcow2 ? O_RDONLY : O_WRONLY, in->size, errp)) < 0)
 		return false;
-	return p->qcow2 ? copy_extents_vol(p, p->vol, dfd, &cm->r, false, errp) :
+	return p->qcow2 ? copy_extents_vol(p, p->vol, dfd, &cm->r, false, sync, errp) :
 			  copy_extents(p, dfd, vfd, &cm->r, sync, errp);
 }
 
@@ -946,7 +948,7 @@ bool repl_replica_create(const char *path, int in_fd, const struct repl_replica_
 		err_set(&e, ERR_PROTO, "receive '%s': the stream carries only some extents; a new replica needs all",
 			p.qcow2 ? p.delta : p.part);
 	else if (p.qcow2 && repl_vol_create_qcow2(p.part, info->size, &e))
-		copy_extents_vol(&p, p.part, fd, &r, true, &e);
+		copy_extents_vol(&p, p.part, fd, &r, true, true, &e);
 	if (!e && meta_store(&p, info, &e))
 		rename_new(p.part, path, &e);
 	if (p.qcow2)
@@ -1047,11 +1049,10 @@ bool repl_replica_settle(struct repl_replica_pending *pend, struct err **errp)
 		return true;
 	if (!rpaths_init(&p, pend->path, errp))
 		return false;
-	if (!p.qcow2) {
-		vfd = open(p.vol, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-		if (vfd < 0 || fsync(vfd) < 0)
-			return err_set_errno(errp, errno, "cannot fsync '%s'", p.vol);
-	}
+	/* A qcow2 image too: its qemu-nbd wrote it unsynced, and is gone. */
+	vfd = open(p.vol, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (vfd < 0 || fsync(vfd) < 0)
+		return err_set_errno(errp, errno, "cannot fsync '%s'", p.vol);
 	return meta_store(&p, &pend->next, errp) && finish(&p, errp);
 }
 

@@ -38,12 +38,25 @@
 #define CHUNK (4u << 20)          /* per NBD request; QEMU allows 32 MiB */
 #define OPEN_TRIES 20             /* x 100 ms: an old qemu-nbd letting go */
 
+#define QDEPTH 8                  /* writes in flight (a round trip each otherwise) */
+
+/* A write in flight: its own copy of the data, which libnbd reads until
+ * the command completes. */
+struct wslot {
+	void *buf;
+	int64_t cookie;           /* 0: free */
+	uint64_t off;
+};
+
 struct repl_vol {
 	struct nbd_handle *nbd;
 	pid_t pid;                /* qemu-nbd */
 	char path[4096];
 	uint64_t size;
 	bool writable;
+	bool unsynced;            /* --cache=unsafe: the caller syncs the image */
+	struct wslot w[QDEPTH];   /* a ring: head is the oldest in flight */
+	unsigned head, n;
 };
 
 static uint64_t be64(const uint8_t *b)
@@ -236,24 +249,36 @@ out:
 }
 
 /* qemu-nbd exits once we disconnect; one that does not is stopped. */
-static void reap(pid_t pid)
+/* Waits for qemu-nbd to exit (3 s, then TERM, 5 s, then KILL); true if
+ * it exited by itself with status 0 (it closed the image: wrote its
+ * metadata out). */
+static bool reap(pid_t pid)
 {
-	for (int i = 0; i < 500; i++) {
-		pid_t r = waitpid(pid, NULL, WNOHANG);
+	int st = 0;
 
-		if (r == pid || (r < 0 && errno != EINTR))
-			return;
+	for (int i = 0; i < 500; i++) {
+		pid_t r = waitpid(pid, &st, WNOHANG);
+
+		if (r == pid)
+			return i <= 300 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
+		if (r < 0 && errno != EINTR)
+			return false;
 		if (i == 300)
 			kill(pid, SIGTERM);
 		usleep(10000);
 	}
 	kill(pid, SIGKILL);
 	waitpid(pid, NULL, 0);
+	return false;
 }
 
-struct repl_vol *repl_vol_open(const char *path, bool writable, struct err **errp)
+static struct repl_vol *vol_open(const char *path, bool writable, bool unsynced,
+				 struct err **errp)
 {
-	char *argv[9] = { "qemu-nbd", "-f", "qcow2", "--cache=writeback", "--discard=unmap" };
+	/* unsafe: QEMU's flushes do nothing, so neither ours nor qemu-nbd's
+	 * close waits for the disk; the caller fsyncs the image itself. */
+	char *argv[9] = { "qemu-nbd", "-f", "qcow2",
+			  unsynced ? "--cache=unsafe" : "--cache=writeback", "--discard=unmap" };
 	_cleanup_close_ int fd = -1;
 	struct repl_vol *v;
 	unsigned a = 5;
@@ -283,6 +308,7 @@ struct repl_vol *repl_vol_open(const char *path, bool writable, struct err **err
 	}
 	snprintf(v->path, sizeof(v->path), "%s", path);
 	v->writable = writable;
+	v->unsynced = unsynced;
 	v->pid = -1;
 	for (int tries = 0;; tries++) {
 		struct err *e = NULL;
@@ -325,15 +351,54 @@ fail:
 	return NULL;
 }
 
+struct repl_vol *repl_vol_open(const char *path, bool writable, struct err **errp)
+{
+	return vol_open(path, writable, false, errp);
+}
+
+struct repl_vol *repl_vol_open_unsynced(const char *path, struct err **errp)
+{
+	return vol_open(path, true, true, errp);
+}
+
 uint64_t repl_vol_get_size(const struct repl_vol *v)
 {
 	return v->size;
+}
+
+/* Waits for the oldest write in flight; false (and *errp) if it failed. */
+static bool retire(struct repl_vol *v, struct err **errp)
+{
+	struct wslot *w = &v->w[v->head];
+	int r;
+
+	while ((r = nbd_aio_command_completed(v->nbd, (uint64_t)w->cookie)) == 0)
+		if (nbd_poll(v->nbd, -1) < 0) {
+			r = -1;
+			break;
+		}
+	w->cookie = 0;
+	v->head = (v->head + 1) % QDEPTH;
+	v->n--;
+	return r < 0 ? vol_fail(v, errp, "write", w->off) : true;
+}
+
+/* Every write in flight done; the first failure is kept. */
+static bool drain(struct repl_vol *v, struct err **errp)
+{
+	bool ok = true;
+
+	while (v->n)
+		ok = retire(v, ok ? errp : NULL) && ok;
+	return ok;
 }
 
 bool repl_vol_read(void *vol, void *buf, size_t len, uint64_t off, struct err **errp)
 {
 	struct repl_vol *v = vol;
 
+	if (!drain(v, errp))
+		return false;
 	if (off > v->size || len > v->size - off)
 		return err_set(errp, ERR_IO, "read of '%s' past its end (%" PRIu64 " bytes at %" PRIu64 ")",
 			       v->path, (uint64_t)len, off);
@@ -355,9 +420,21 @@ bool repl_vol_write(struct repl_vol *v, const void *buf, size_t len, uint64_t of
 			       v->path, (uint64_t)len, off);
 	for (size_t done = 0; done < len;) {
 		size_t n = len - done < CHUNK ? len - done : CHUNK;
+		struct wslot *w;
 
-		if (nbd_pwrite(v->nbd, (const char *)buf + done, n, off + done, 0) < 0)
+		if (v->n == QDEPTH && !retire(v, errp))
+			return false;
+		w = &v->w[(v->head + v->n) % QDEPTH];
+		if (!w->buf && !(w->buf = malloc(CHUNK)))
+			return err_set(errp, ERR_IO, "out of memory writing '%s'", v->path);
+		memcpy(w->buf, (const char *)buf + done, n);
+		w->off = off + done;
+		w->cookie = nbd_aio_pwrite(v->nbd, w->buf, n, off + done, NBD_NULL_COMPLETION, 0);
+		if (w->cookie < 0) {
+			w->cookie = 0;
 			return vol_fail(v, errp, "write", off + done);
+		}
+		v->n++;
 		done += n;
 	}
 	return true;
@@ -368,6 +445,8 @@ bool repl_vol_zero(struct repl_vol *v, uint64_t off, uint64_t len, struct err **
 	if (off > v->size || len > v->size - off)
 		return err_set(errp, ERR_IO, "zeroing '%s' past its end (%" PRIu64 " bytes at %" PRIu64 ")",
 			       v->path, len, off);
+	if (!drain(v, errp))
+		return false;
 	/* No NO_HOLE flag: QEMU may drop the clusters, which then read as zeros. */
 	for (uint64_t done = 0; done < len;) {
 		uint64_t n = len - done < (1u << 30) ? len - done : (1u << 30);
@@ -387,11 +466,18 @@ bool repl_vol_close(struct repl_vol *v, struct err **errp)
 		return true;
 	/* The flush makes the writes durable (QEMU fdatasyncs the image);
 	 * then the disconnect lets qemu-nbd close it and exit. */
-	if (v->writable && nbd_flush(v->nbd, 0) < 0)
+	ok = drain(v, errp);
+	if (ok && v->writable && !v->unsynced && nbd_flush(v->nbd, 0) < 0)
 		ok = vol_fail(v, errp, "flush", 0);
 	nbd_shutdown(v->nbd, 0);
 	nbd_close(v->nbd);
-	reap(v->pid);
+	/* Unsynced, nothing was flushed: only an image qemu-nbd closed by
+	 * itself holds what was written. */
+	if (!reap(v->pid) && v->unsynced && ok)
+		ok = err_set(errp, ERR_CHILD, "qemu-nbd serving '%s' did not close it cleanly",
+			     v->path);
+	for (unsigned i = 0; i < QDEPTH; i++)
+		free(v->w[i].buf);
 	free(v);
 	return ok;
 }

@@ -1243,6 +1243,34 @@ static void test_qcow2_round_trips(void **state)
 	snprintf(cmd, sizeof(cmd), "qemu-img check -q '%s'", f->path);
 	assert_int_equal(system(cmd), 0);
 
+	/* The agent's way: applied through an unsynced qemu-nbd, answered,
+	 * then settled (the image fsynced, the side files gone) ... */
+	{
+		struct repl_replica_pending pend = { .dfd = -1 };
+		struct repl_replica_info i4 = gen_info(4), i5 = gen_info(5);
+
+		in = stream_of(f->b, ext_b, ARRAY_SIZE(ext_b));
+		assert_true(repl_replica_update_durable(f->path, in, &i4, &pend, NULL, &e));
+		close(in);
+		assert_overlaid(f, f->c, f->b, ext_b, ARRAY_SIZE(ext_b));
+		assert_true(repl_replica_settle(&pend, &e));
+		assert_meta(f, 4);
+		assert_no_side_files(f);
+		assert_int_equal(system(cmd), 0);
+		/* ... or dying before the settle: recovery applies it again
+		 * (c where b went: c again). */
+		in = stream_of(f->c, ext_b, ARRAY_SIZE(ext_b));
+		assert_true(repl_replica_update_durable(f->path, in, &i5, &pend, NULL, &e));
+		close(in);
+		repl_replica_pending_drop(&pend);
+		assert_true(repl_replica_recover(f->path, &got, &e));
+		assert_int_equal(got.gen, 5);
+		assert_image(f, f->c);
+		assert_meta(f, 5);
+		assert_no_side_files(f);
+		assert_int_equal(system(cmd), 0);
+	}
+
 	/* A committed update found by recovery is applied through qemu-nbd:
 	 * generation 2 over 3 gives b where the update wrote, c elsewhere. */
 	put(side(f, ".repl"), meta1, strlen(meta1));
