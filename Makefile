@@ -101,12 +101,14 @@ cli-check: all
 integration: all guest
 	@tests/integration/run.sh $(B)
 
-# The fault matrix of online migration (tests/faults/run.sh): the quick
-# set by default, FAULTS=full for every cell; FAULTS_ONLY=REGEX picks cells.
-# Then kill -9 rounds against the store (STORE_CRASH_ROUNDS, default 10).
+# The fault matrices of online migration (tests/faults/run.sh) and of
+# replication (tests/faults/repl.sh): the quick sets by default, FAULTS=full
+# for every cell; FAULTS_ONLY=REGEX picks cells (of either). Then kill -9
+# rounds against the store (STORE_CRASH_ROUNDS, default 10).
 FAULTS ?= quick
 faults: all guest
 	@tests/faults/run.sh $(B) $(FAULTS) $(FAULTS_ONLY)
+	@tests/faults/repl.sh $(B) $(FAULTS) $(FAULTS_ONLY)
 	@tests/faults/store_crash.sh $(B)
 
 # Order matters: cheap checks first so a broken build fails in seconds.

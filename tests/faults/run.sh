@@ -21,6 +21,7 @@ SET=${2:-quick}
 ONLY=${3:-.}
 export B
 source "$(dirname "$0")/../lib.sh"
+source "$(dirname "$0")/lib_faults.sh"
 RUN=${RUN}/faults
 VMCTL=$B/vmctl
 VMMIGRATE=$B/vmmigrate
@@ -44,34 +45,17 @@ FAULT_PHASES="worker:start,transfer,switchover,moved dst-qemu:start,transfer,swi
 src-qemu:start,transfer,switchover,moved ssh:start,transfer,switchover,moved
 src-vmmd:start,transfer,switchover dst-vmmd:start,transfer,switchover
 src-corosync:transfer,switchover dst-corosync:transfer,switchover
-link:transfer,switchover netem:transfer full:transfer quorum:transfer,switchover"
+link:transfer,switchover flaky:transfer full:transfer quorum:transfer,switchover"
 # The quick set: faults that no scenario of tests/integration covers, one
 # phase each, chosen to keep `make check` short.
 QUICK="shared-secure/src-vmmd/transfer shared-insecure/dst-corosync/transfer
 local-insecure/full/transfer shared-insecure/src-qemu/transfer"
 
-cleanup() {
-  local p
-  for n in uno due tre; do
-    ip -n vmm-sw link set "$n-m" up 2>/dev/null || true
-    tc -n "$n" qdisc del dev migr0 root 2>/dev/null || true
-    [ "$n" = "${FULL_NODE:-}" ] && in_ns "$n" umount "$(localdir "$n" 171)"
-  done
-  for p in "$TB_STATE"/*/run/*/qemu.pid; do
-    [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
-  done
-  for n in uno due tre; do node_vmmd_stop $n; done
-  tb down >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
+trap fault_cleanup EXIT
 
 # ---- the cluster and its two guests -----------------------------------------
-tb down >/dev/null 2>&1 || true
-rm -rf "$RUN"
-tb up 3 >/dev/null
-mkdir -p "$RUN" "$SHARED"
-for n in uno due tre; do node_vmmd_start $n; done
-node_wait_synced uno due tre
+fault_cluster_up
+mkdir -p "$SHARED"
 nst uno put storage.cfg "$(printf 'dir: shared\n\tpath %s\n\tshared 1\n\tcontent images\n' "$SHARED")" >/dev/null
 app="console=ttyS0 quiet panic=-1 $GUEST_APPEND_EXTRA vmtest.disk=/dev/vda vmtest.mode=mem+disk"
 # 170: shared disk, RAM rewritten steadily (the RAM phase takes ~10 s at
@@ -94,31 +78,20 @@ phase_of() { record "$1" "$2" | grep -oE '"phase":"[a-z_-]+"' | cut -d'"' -f4; }
 
 # heal: whatever a fault stopped runs again, links and disks are back.
 heal() {
-  local n
-  for n in uno due tre; do
-    ip -n vmm-sw link set "$n-m" up 2>/dev/null || true
-    tc -n "$n" qdisc del dev migr0 root 2>/dev/null || true
-    if [ "$n" = "${FULL_NODE:-}" ]; then
-      # what the failed copy left on the full disk would be hidden below
-      in_ns "$n" ls "$(localdir "$n" 171)" | grep -q '\.raw$' &&
-        FULL_LEFT="$(in_ns "$n" ls "$(localdir "$n" 171)" | tr '\n' ' ')"
-      in_ns "$n" umount "$(localdir "$n" 171)" || true
-      rm -f "$RUN/full.img"
-      FULL_NODE=
-    fi
-    tb corosync-start "$n" >/dev/null 2>&1 || true   # refused if it runs
-    alive "$(cat "$TB_STATE/$n/vmm/vmmd.pid" 2>/dev/null)" || node_vmmd_start "$n"
-  done
-  tb wait --timeout 30 >/dev/null 2>&1 || true
-  node_wait_synced uno due tre
+  # what the failed copy left on the full disk would be hidden below
+  if [ -n "${FULL_NODE:-}" ]; then
+    in_ns "$FULL_NODE" ls "$FULL_DIR" | grep -q '\.raw$' &&
+      FULL_LEFT="$(in_ns "$FULL_NODE" ls "$FULL_DIR" | tr '\n' ' ')"
+    fault_full_umount
+  fi
+  fault_heal
 }
 
-# inject FAULT SRC DST VMID: the fault, now. What heals it later (a
-# daemon restarted as systemd would, a link back up) runs in the
-# background; its pids in FAULT_PIDS.
+# inject FAULT SRC DST VMID: the fault, now (lib_faults.sh has the ones
+# replication shares).
 inject() {
   local f=$1 src=$2 dst=$3 vmid=$4 p
-  FAULT_PIDS=()
+  FAULT_PIDS=() FAULT_FAILED=
   case $f in
   worker) p=$(record "$src" "$vmid" | grep -oE '"pid":[0-9]+' | cut -d: -f2)
     [ -n "$p" ] && kill -9 "$p" ;;
@@ -126,52 +99,20 @@ inject() {
     for ((p = 0; p < 100; p++)); do alive "$(pid_of "$(rundir "$dst" "$vmid")")" && break; sleep 0.1; done
     kill -9 "$(pid_of "$(rundir "$dst" "$vmid")")" ;;
   src-qemu) kill -9 "$(pid_of "$(rundir "$src" "$vmid")")" ;;
-  ssh) pkill -9 -P "$(cut -d' ' -f1 "$TB_STATE/$dst/pid.sshd")" ;;
-  src-vmmd|dst-vmmd)
-    [ "$f" = src-vmmd ] && p=$src || p=$dst
-    kill -9 "$(cat "$TB_STATE/$p/vmm/vmmd.pid")"
-    wait "$(cat "$TB_STATE/$p/vmm/vmmd.pid")" 2>/dev/null  # ours: no "Killed" line
-    ( sleep 2; node_vmmd_start "$p" ) & FAULT_PIDS+=($!) ;;
-  src-corosync|dst-corosync)
-    [ "$f" = src-corosync ] && p=$src || p=$dst
-    tb corosync-stop --kill "$p" >/dev/null
-    ( sleep 5; tb corosync-start "$p" >/dev/null ) & FAULT_PIDS+=($!) ;;
-  link) ip -n vmm-sw link set "$dst-m" down
-    ( sleep 20; ip -n vmm-sw link set "$dst-m" up ) & FAULT_PIDS+=($!) ;;
-  netem) # a flaky link for 15 s: latency, jitter and loss both ways
-    tc -n "$dst" qdisc add dev migr0 root netem delay 10ms 5ms loss 1%
-    ( sleep 15; tc -n "$dst" qdisc del dev migr0 root ) & FAULT_PIDS+=($!) ;;
   full) : ;;  # in place before the migration (prepare)
-  quorum) for p in uno due tre; do
-      [ "$p" = "$src" ] || tb corosync-stop --kill "$p" >/dev/null
-    done
-    ( sleep 6; for p in uno due tre; do [ "$p" = "$src" ] || tb corosync-start "$p" >/dev/null; done ) &
-    FAULT_PIDS+=($!) ;;
+  *) fault_inject "$f" "$src" "$dst" ;;
   esac
 }
 
-# in_ns NODE CMD...: CMD in the mount namespace of NODE's sshd, where the
-# migration agent (an sshd child) lives: `ip netns exec` gives each
-# process started through it a mount namespace of its own, and a mount in
-# ours would not reach the agent.
-in_ns() { nsenter -t "$(cut -d' ' -f1 "$TB_STATE/$1/pid.sshd")" -m "${@:2}"; }
-
 # prepare FAULT SRC DST VMID: what must be in place before the migration:
-# for "full", the target's image directory on an ext4 (tmpfs would not do:
-# QEMU opens volumes with O_DIRECT) with room for a quarter of what the
-# guest's volume holds.
+# for "full", the target's image directory on a small ext4 with room for
+# a quarter of what the guest's volume holds.
 prepare() {
-  local d used free
+  local used
   if [ "$1" = full ]; then
-    d=$(localdir "$3" "$4")
     used=$(du -k "$(localdir "$2" "$4")" | tail -1 | cut -f1)
-    mkdir -p "$d"
-    truncate -s 64M "$RUN/full.img"
-    mkfs.ext4 -q -F "$RUN/full.img"
-    in_ns "$3" mount -o loop "$RUN/full.img" "$d"
-    free=$(in_ns "$3" df -k --output=avail "$d" | tail -1)
-    in_ns "$3" fallocate -l "$(( (free - used / 4) * 1024 ))" "$d/filler"
-    FULL_NODE=$3
+    fault_full_mount "$3" "$(localdir "$3" "$4")" 64
+    fault_full_fill $((used / 4))
   fi
 }
 
@@ -231,7 +172,6 @@ cell() {
     ctl "$src" start "$vmid" >/dev/null && wait_console "$(rundir "$src" "$vmid")" 'VMTEST OK' 2 90
   fi
   prepare "$f" "$src" "$dst" "$vmid"
-  mkdir -p "$RUN/cells"
   out=$RUN/cells/$mode.$f.$ph.out
   t0=$(date +%s)
   bw=24576
@@ -247,7 +187,7 @@ cell() {
   VMM_TEST_PHASE_DELAY=$delay mig "$src" "$vmid" "$dst" --online "${args[@]}" \
     --migration_type "${mode#*-}" --migration_network "$NET" --bwlimit "$bw" --multifd 1 >"$out" 2>&1 &
   mpid=$!
-  hit=no FAULT_PIDS=() FULL_LEFT=
+  hit=no FAULT_PIDS=() FULL_LEFT= FAULT_FAILED=
   for ((i = 0; i < 3000; i++)); do
     p=$(phase_of "$src" "$vmid")
     case $ph/$p in
@@ -283,6 +223,7 @@ cell() {
     *) grep -q 'vmmigrate: ' "$out" || res="FAIL exit $rc without an error line: $res" ;;
   esac
   res="$res (exit $rc)"
+  [ -z "$FAULT_FAILED" ] || res="FAIL the fault did not happen: $FAULT_FAILED; $res"
   [ $hit = yes ] || res="$res (phase not seen: fault skipped)"
   printf '%-16s %-13s %-11s %4ss %4ss  %s\n' "$mode" "$f" "$ph" "$tm" "$(( $(date +%s) - t0 ))" "$res" | tee -a "$TABLE"
   case $res in FAIL*)
@@ -293,27 +234,5 @@ cell() {
   return 0
 }
 
-cells=()
-if [ "$SET" = quick ]; then
-  cells=($QUICK)
-else
-  for m in $MODES_FULL; do
-    for fp in $FAULT_PHASES; do
-      f=${fp%%:*}
-      case $m/$f in shared-*/full) continue ;; esac
-      IFS=, read -ra phs <<<"${fp#*:}"
-      for ph in "${phs[@]}"; do cells+=("$m/$f/$ph"); done
-    done
-  done
-fi
-printf '%-16s %-13s %-11s %5s %5s  %s\n' MODE FAULT PHASE MIGR TOTAL OUTCOME | tee "$TABLE"
-fails=0 ncells=0
-for c in "${cells[@]}"; do
-  [[ $c =~ $ONLY ]] || continue
-  IFS=/ read -r m f ph <<<"$c"
-  ncells=$((ncells + 1))
-  cell "$m" "$f" "$ph" || fails=$((fails + 1))
-done
-echo "faults: $ncells cells, $fails failed"
-cp "$TABLE" "$RESULTS" 2>/dev/null || true
-[ $fails -eq 0 ]
+fault_matrix faults "$SET" "$ONLY" '^shared-.*/full$' \
+  "$(printf '%-16s %-13s %-11s %5s %5s  %s' MODE FAULT PHASE MIGR TOTAL OUTCOME)"
