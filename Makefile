@@ -119,7 +119,7 @@ check: deps
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory faults
 
-# Everything (hours): check, the whole fault matrix, hundreds of kill -9
+# Everything (hours): check, both whole fault matrices, hundreds of kill -9
 # rounds against replicas and the store, and every fuzz target for longer.
 check-full: deps
 	@$(MAKE) --no-print-directory check

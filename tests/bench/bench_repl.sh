@@ -31,6 +31,8 @@ cleanup() {
     [ -f "$p" ] && kill -9 "$(cat "$p")" 2>/dev/null || true
   done
   for n in uno due; do node_vmmd_stop $n; done
+  # The target's own timings (received, committed, applied per update).
+  cp "$TB_STATE/due/vmm/repl/agent.log" "$B/bench-repl-agent.log" 2>/dev/null || true
   tb down >/dev/null 2>&1 || true
   rm -rf "$RUN"
 }
