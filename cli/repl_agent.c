@@ -391,7 +391,11 @@ static struct json_object *dispatch(struct agent *ag, const char *cmd, struct js
 		*bye = true;
 		return mig_chan_ok();
 	}
-	err_set(errp, ERR_PROTO, "unknown request '%s'", cmd);
+	{
+		char safe[40];
+
+		err_set(errp, ERR_PROTO, "unknown request '%s'", util_printable(cmd, safe, sizeof(safe)));
+	}
 	return NULL;
 }
 

@@ -352,3 +352,18 @@ void util_test_delay(const char *name)
 		usleep((useconds_t)strtoul(colon + 1, NULL, 10) * 1000);
 	}
 }
+
+const char *util_printable(const char *s, char *buf, size_t len)
+{
+	size_t n = 0, max;
+
+	if (!len)
+		return buf;
+	max = len - 1;
+	for (; s && s[n] && n < max; n++)
+		buf[n] = (unsigned char)s[n] < 0x20 || (unsigned char)s[n] >= 0x7f ? '?' : s[n];
+	buf[n] = '\0';
+	if (s && s[n] && max >= 3)
+		memcpy(buf + max - 3, "...", 4);
+	return buf;
+}

@@ -70,6 +70,10 @@ bool util_pid_alive(pid_t pid);
 /* Creates a directory and its parents (mode 0755 / given). */
 bool util_mkdir_p(const char *path, int mode, struct err **errp);
 
+/* s as a log or error message may quote a peer's word: at most len - 1
+ * bytes ("..." when cut), control and non-ASCII bytes as '?'. Returns buf. */
+const char *util_printable(const char *s, char *buf, size_t len);
+
 /* Test knob of the fault matrices (tests/faults): VMM_TEST_PHASE_DELAY=
  * NAME:MS makes the caller linger MS ms (logged as a warning) at the point
  * NAME, so that a fault can land where a migration or a sync otherwise

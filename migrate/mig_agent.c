@@ -250,8 +250,12 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 
 	for (i = 0; cmd && i < ARRAY_SIZE(cmds) && strcmp(cmd, cmds[i]); i++)
 		;
-	if (!cmd || i == ARRAY_SIZE(cmds))
-		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
+	if (!cmd || i == ARRAY_SIZE(cmds)) {
+		char safe[40];
+
+		return err_set(errp, ERR_PROTO, "unknown request '%s'",
+			       util_printable(cmd ? cmd : "", safe, sizeof(safe)));
+	}
 	if ((!strcmp(cmd, "facts") || !strcmp(cmd, "cleanup") || !strcmp(cmd, "start") ||
 	     !strcmp(cmd, "recv-volume")) &&
 	    (!tp_json_int(req, "vmid", &n) || n < CLU_VMID_MIN || n > CLU_VMID_MAX))

@@ -188,6 +188,21 @@ static void test_test_delay(void **state)
 	unsetenv("VMM_TEST_PHASE_DELAY");
 }
 
+/* A peer's word quoted in a message: cut, and nothing that steers a
+ * terminal or splits a log line. */
+static void test_printable(void **state)
+{
+	char b[8];
+
+	(void)state;
+	assert_string_equal(util_printable("hello", b, sizeof(b)), "hello");
+	assert_string_equal(util_printable("a\nb\x1b[2Jc", b, sizeof(b)), "a?b?...");
+	assert_string_equal(util_printable("abcdefg", b, sizeof(b)), "abcdefg");
+	assert_string_equal(util_printable("abcdefgh", b, sizeof(b)), "abcd...");
+	assert_string_equal(util_printable("\xc3\xa9", b, sizeof(b)), "??");
+	assert_string_equal(util_printable(NULL, b, sizeof(b)), "");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -197,6 +212,7 @@ int main(void)
 		cmocka_unit_test(test_fmt_bytes),
 		cmocka_unit_test(test_base64),
 		cmocka_unit_test(test_test_delay),
+		cmocka_unit_test(test_printable),
 	};
 	return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }
