@@ -19,6 +19,20 @@ static bool has_vmid(struct json_object *req)
 	return tp_json_int(req, "vmid", &v) && v >= CLU_VMID_MIN && v <= CLU_VMID_MAX;
 }
 
+/* A job ID as replication.cfg has it, VMID-N (it names side files). */
+static bool job_ok(const char *s)
+{
+	size_t a = 0, b = 0;
+
+	while (s[a] >= '0' && s[a] <= '9')
+		a++;
+	if (a < 3 || a > 9 || s[a] != '-')
+		return false;
+	while (s[a + 1 + b] >= '0' && s[a + 1 + b] <= '9')
+		b++;
+	return b >= 1 && b <= 4 && !s[a + 1 + b];
+}
+
 bool repl_agent_req_check(struct json_object *req, struct err **errp)
 {
 	static const char *const cmds[] = {
@@ -33,6 +47,8 @@ bool repl_agent_req_check(struct json_object *req, struct err **errp)
 		;
 	if (!cmd || i == ARRAY_SIZE(cmds))
 		return err_set(errp, ERR_PROTO, "unknown request '%s'", cmd ? cmd : "");
+	if (tp_json_str(req, "job") && !job_ok(tp_json_str(req, "job")))
+		return err_set(errp, ERR_PROTO, "request with an invalid job ID (want VMID-N)");
 	if (!strcmp(cmd, "address") && !tp_json_str(req, "cidr"))
 		return err_set(errp, ERR_PROTO, "address needs cidr");
 	if (!strcmp(cmd, "recv") &&
