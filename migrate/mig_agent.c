@@ -256,6 +256,10 @@ bool mig_agent_req_check(struct json_object *req, struct err **errp)
 		return err_set(errp, ERR_PROTO, "unknown request '%s'",
 			       util_printable(cmd ? cmd : "", safe, sizeof(safe)));
 	}
+	/* An hour at most: an int, and never "forever" (negative). */
+	if (!strcmp(cmd, "wait-loaded") && json_object_object_get_ex(req, "timeout_ms", &v) &&
+	    (!tp_json_int(req, "timeout_ms", &n) || n < 0 || n > 3600000))
+		return err_set(errp, ERR_PROTO, "wait-loaded needs timeout_ms from 0 to 3600000");
 	if ((!strcmp(cmd, "facts") || !strcmp(cmd, "cleanup") || !strcmp(cmd, "start") ||
 	     !strcmp(cmd, "recv-volume")) &&
 	    (!tp_json_int(req, "vmid", &n) || n < CLU_VMID_MIN || n > CLU_VMID_MAX))
