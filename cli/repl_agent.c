@@ -39,6 +39,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,6 +201,31 @@ static struct json_object *do_recv(struct agent *ag, struct json_object *req, st
 	return rep;
 }
 
+/* Waits up to timeout_ms for the stream's connection on lfd, watching the
+ * control channel (stdin) meanwhile: a source that died before it
+ * connected hangs it up, and the replica is not held for the rest of the
+ * wait. True (and *errp) if the source went or nothing came. */
+static bool sender_gone_waiting(int lfd, int timeout_ms, struct err **errp)
+{
+	struct pollfd p[2] = { { .fd = lfd, .events = POLLIN },
+			       { .fd = STDIN_FILENO, .events = POLLRDHUP } };
+	int64_t end = util_now_ms() + timeout_ms;
+
+	for (;;) {
+		int left = (int)(end - util_now_ms()), r;
+
+		if (left <= 0)
+			return err_set(errp, ERR_TIMEOUT, "no stream came within %d s", timeout_ms / 1000);
+		r = poll(p, 2, left);
+		if (r < 0 && errno != EINTR)
+			return err_set_errno(errp, errno, "waiting for the stream");
+		if (r > 0 && (p[1].revents & (POLLRDHUP | POLLHUP | POLLERR)))
+			return err_set(errp, ERR_IO, "the source went away before its stream came");
+		if (r > 0 && (p[0].revents & POLLIN))
+			return false;
+	}
+}
+
 static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
 {
 	_cleanup_close_ int fd = -1;
@@ -213,7 +239,10 @@ static struct json_object *do_recv_wait(struct agent *ag, struct err **errp)
 		err_set(errp, ERR_STATE, "recv-wait before recv");
 		return NULL;
 	}
-	fd = tp_net_accept(ag->lfd, ACCEPT_MS, peer, sizeof(peer), errp);
+	if (sender_gone_waiting(ag->lfd, ACCEPT_MS, errp))
+		fd = -1;
+	else
+		fd = tp_net_accept(ag->lfd, 0, peer, sizeof(peer), errp);
 	close(ag->lfd);
 	ag->lfd = -1;
 	if (fd < 0)
