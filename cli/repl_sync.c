@@ -541,10 +541,14 @@ static bool send_disk(struct sync *s, struct disk *k, struct err **errp)
 		goto out;
 	util_test_delay("repl-open");
 	/* Incremental from the replica's generation: the one the state names,
-	 * or the next one when a run was applied there but died before it
-	 * recorded it. The bitmap covers the writes since the state's
-	 * generation, a superset; hashes must be of the replica's. */
-	if (!choose_extents(s, k, &src, gen && (gen == s->st.gen || gen == s->st.gen + 1) ? gen : 0,
+	 * or a later one when runs were applied there but died before they
+	 * recorded it (several in a row: kill -9 after each apply). The
+	 * bitmap covers the writes since the last run that ended well, which
+	 * the replica holds or passed: a superset; hashes must be of the
+	 * replica's generation (the manifest names it). A new job's state
+	 * (generation 0) takes only a first generation. */
+	if (!choose_extents(s, k, &src,
+			    gen && (gen == s->st.gen + 1 || (s->st.gen && gen >= s->st.gen)) ? gen : 0,
 			    &m, &ext, &n, &full, &rehash, &fresh, errp))
 		goto out;
 	req = mig_chan_req("recv");
