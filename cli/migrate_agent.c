@@ -610,8 +610,13 @@ static bool stop_target(struct agent *ag, struct err **errp)
 	return mig_qemu_stop(q, 10000, errp);
 }
 
+static void remove_volumes(struct agent *ag);
+
 static struct json_object *do_quit(struct agent *ag, struct err **errp)
 {
+	struct err *e = NULL;
+	bool mine = false;
+
 	if (ag->committed) {
 		err_set(errp, ERR_STATE, "guest %" PRIu32 " runs here now; not stopping it",
 			ag->vmid);
@@ -619,6 +624,14 @@ static struct json_object *do_quit(struct agent *ag, struct err **errp)
 	}
 	if (!stop_target(ag, errp))
 		return NULL;
+	/* The worker rolls back: the volumes made for the guest go before
+	 * the answer, so they are gone when the operator's command ends (at
+	 * the session's end they raced its exit). */
+	if (ag->nvols && !ag->vols_kept) {
+		if (owned_here(ag, &mine, &e) && !mine)
+			remove_volumes(ag);
+		err_free(e);
+	}
 	return mig_chan_ok();
 }
 
